@@ -1,0 +1,67 @@
+# vpsstack.celery task runner. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+# The checkout seen as ansible_collections/vpsstack/celery, for ansible, molecule and pytest.
+COLLECTIONS := $(abspath .build/collections)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export PATH := $(BIN):$(PATH)
+export VPSSTACK_IMAGE ?= localhost/ubuntu-systemd:24.04
+SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+
+.PHONY: help venv collection test-host lint unit sanity build molecule test demo demo-destroy bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.stamp: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.stamp ## create the controller venv (ansible, molecule, linters)
+
+collection: ## link the checkout as ansible_collections/vpsstack/celery under .build/
+	@mkdir -p $(COLLECTIONS)/ansible_collections/vpsstack
+	@ln -sfn ../../../.. $(COLLECTIONS)/ansible_collections/vpsstack/celery
+
+test-host: ## install podman etc. and build the Ubuntu 24.04 systemd image (root)
+	scripts/prepare-test-host.sh
+
+lint: venv collection ## yamllint + ansible-lint (production profile) + argument_specs/defaults check
+	yamllint --strict .
+	ansible-lint --profile production
+	$(BIN)/python scripts/check-argument-specs.py
+	$(BIN)/python scripts/sizing-table.py --check README.md
+
+unit: venv collection ## unit and property tests of the filter plugins
+	pytest -q tests/unit
+
+sanity: venv ## ansible-test sanity on a copy of the collection
+	scripts/sanity.sh
+
+build: venv ## build the galaxy tarball, install it and run its roles by FQCN
+	scripts/build-smoke.sh
+
+molecule: venv collection ## every molecule scenario (or SCENARIOS="a b")
+	@for s in $(SCENARIOS); do echo "== molecule test -s $$s"; molecule test -s $$s || exit 1; done
+
+test: ## everything CI runs; prints a summary line
+	scripts/run-tests.sh
+
+demo: venv collection test-host ## a demo stack (redis + worker) in local containers limited to 1 GB / 1 vCPU
+	molecule converge -s demo
+	molecule verify -s demo
+
+bench: ## measure process memory and throughput of the running demo stack (docs/benchmarks.md)
+	$(PYTHON) benchmarks/worker_memory.py
+
+demo-destroy: venv collection ## remove the demo containers
+	molecule destroy -s demo
+
+clean: ## remove build outputs (keeps the venv)
+	rm -rf .build tests/output *.tar.gz

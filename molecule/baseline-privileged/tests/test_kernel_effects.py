@@ -1,0 +1,38 @@
+"""Live kernel effects of the baseline role (privileged container: same kernel as the host)."""
+import os
+
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = [
+    "podman://" + h
+    for h in testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+]
+
+SWAP = "/var/swap/swapfile"
+SWAP_MB_AFTER_RESIZE = 96  # side_effect.yml
+
+
+def test_overcommit_memory_is_live(host):
+    assert host.file("/proc/sys/vm/overcommit_memory").content_string.strip() == "1"
+
+
+def test_swappiness_is_live(host):
+    assert host.file("/proc/sys/vm/swappiness").content_string.strip() == "7"
+
+
+def test_swap_file_is_active_at_the_resized_size(host):
+    lines = host.check_output("swapon --show=NAME,SIZE --bytes --noheadings").splitlines()
+    active = dict(line.split() for line in lines)
+    assert int(active[SWAP]) >= (SWAP_MB_AFTER_RESIZE - 1) * 1024 * 1024  # header page excluded
+
+
+def test_swap_file_mode_and_signature(host):
+    f = host.file(SWAP)
+    assert (f.mode, f.user, f.group) == (0o600, "root", "root")
+    assert f.size == SWAP_MB_AFTER_RESIZE * 1024 * 1024
+    assert host.check_output(f"blkid -p -o value -s TYPE {SWAP}") == "swap"
+
+
+def test_swap_file_in_fstab_once(host):
+    entries = [ln.split() for ln in host.file("/etc/fstab").content_string.splitlines() if ln.startswith(SWAP)]
+    assert entries == [[SWAP, "none", "swap", "sw", "0", "0"]]

@@ -1,0 +1,69 @@
+"""Live effects of the baseline role in an unprivileged container."""
+import os
+
+import pytest
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = [
+    "podman://" + h
+    for h in testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+]
+
+NOFILE = 20000  # molecule.yml: baseline_nofile
+
+
+def nofile_of(host, pid):
+    line = next(ln for ln in host.file(f"/proc/{pid}/limits").content_string.splitlines() if ln.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
+def test_new_services_get_the_open_file_limit(host):
+    # A transient unit is a service like any other: it must get DefaultLimitNOFILE from the manager.
+    host.run("systemctl stop vpsstack-probe 2>/dev/null; systemctl reset-failed vpsstack-probe 2>/dev/null")
+    host.check_output("systemd-run --unit=vpsstack-probe --quiet sleep 120")
+    pid = host.check_output("systemctl show -p MainPID --value vpsstack-probe")
+    try:
+        assert nofile_of(host, pid) == (NOFILE, NOFILE)
+    finally:
+        host.run("systemctl stop vpsstack-probe")
+
+
+def test_login_sessions_get_the_open_file_limit(host):
+    # runuser -l opens a PAM login session, which applies /etc/security/limits.d.
+    assert host.check_output("runuser -l nobody -s /bin/sh -c 'ulimit -Hn'") == str(NOFILE)
+
+
+def test_timezone_is_set(host):
+    assert host.check_output("timedatectl show -p Timezone --value") == "Europe/Berlin"
+    assert host.check_output("date +%Z") in ("CET", "CEST")
+
+
+def test_timesync_is_enabled(host):
+    # In a container the unit is condition-skipped by design (the host owns the clock); on a VM it runs.
+    assert host.service("systemd-timesyncd").is_enabled
+
+
+def test_python_venv_and_build_toolchain(host):
+    host.check_output("rm -rf /tmp/venv-probe && python3 -m venv /tmp/venv-probe")
+    assert "pip" in host.check_output("/tmp/venv-probe/bin/pip --version")
+    # libffi headers and a compiler are there: a program that uses libffi builds and runs.
+    src = "#include <ffi.h>\nint main(void){ffi_cif c; return sizeof c > 0 ? 0 : 1;}\n"
+    host.check_output(f"printf '{src}' > /tmp/ffi.c && gcc /tmp/ffi.c -lffi -o /tmp/ffi && /tmp/ffi")
+
+
+def test_pip_in_a_venv_trusts_the_configured_ca(host):
+    # pip reaches the index through the CA bundle fed by baseline_ca_certificates (no verification switched off).
+    host.check_output("/tmp/venv-probe/bin/pip download --no-deps -q -d /tmp/pip-probe six")
+
+
+def test_sysctl_persisted_even_where_proc_sys_is_read_only(host):
+    conf = host.file("/etc/sysctl.d/60-vpsstack.conf")
+    assert "vm.overcommit_memory=1" in conf.content_string.replace(" ", "")
+    assert conf.mode == 0o644
+
+
+@pytest.mark.parametrize("path", ["/swapfile"])
+def test_no_swap_file_in_an_unprivileged_container(host, path):
+    assert not host.file(path).exists
+    assert path not in host.file("/proc/swaps").content_string

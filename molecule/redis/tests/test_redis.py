@@ -1,0 +1,199 @@
+"""Live behaviour of the redis role in a 1 GB / 1 vCPU container."""
+import json
+import os
+import shlex
+import time
+
+import pytest
+import testinfra.utils.ansible_runner
+
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+testinfra_hosts = ["podman://" + h for h in RUNNER.get_hosts("all")]
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def hv(host):
+    hostvars = {"redis_port": 6379, "redis_celery_user": "celery"}  # role defaults the scenario does not set
+    hostvars.update(RUNNER.get_variables(host.backend.get_hostname()))
+    return hostvars
+
+
+def cli(host, hv, *args, user=None, password="admin", stdin=None, db=0, source=None):
+    """redis-cli as admin (default), as the Celery user, or without a password; returns the Result."""
+    env = ""
+    if password == "admin":
+        env = "REDISCLI_AUTH=" + shlex.quote(hv["redis_password"])
+    elif password:
+        env = "REDISCLI_AUTH=" + shlex.quote(password)
+    cmd = f"{env} redis-cli -p {hv['redis_port']} -n {db}"
+    if user:
+        cmd += " --user " + shlex.quote(user)
+    cmd += " " + " ".join(shlex.quote(str(a)) for a in args)
+    if stdin is not None:
+        cmd = f"printf %s {shlex.quote(stdin)} | {cmd}"
+    if source is not None:  # a shell pipeline generating commands on the host (argv is too small for MBs)
+        cmd = f"{source} | {cmd}"
+    return host.run(cmd)
+
+
+def out(host, hv, *args, **kw):
+    res = cli(host, hv, *args, **kw)
+    assert res.rc == 0, res.stderr
+    return res.stdout.strip()
+
+
+def config_get(host, hv, name):
+    return out(host, hv, "CONFIG", "GET", name).splitlines()[1]
+
+
+def main_pid(host):
+    return int(host.check_output("systemctl show -p MainPID --value redis-server"))
+
+
+def wait_ping(host, hv, old_pid=None, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pid = main_pid(host)
+        if pid and pid != old_pid and cli(host, hv, "PING").stdout.strip() == "PONG":
+            return pid
+        time.sleep(0.5)
+    raise AssertionError("redis-server did not come back")
+
+
+@pytest.fixture(scope="module")
+def plan(host):
+    return json.loads(host.file("/root/vpsstack-plan.json").content_string)
+
+
+def test_config_matches_plan(host, hv, plan):
+    maxmemory = int(config_get(host, hv, "maxmemory"))
+    print(f"maxmemory={maxmemory} ({maxmemory / MIB:.1f} MiB), plan ram_mb={plan['ram_mb']}")
+    assert maxmemory == plan["redis"]["maxmemory_bytes"]
+    # Sized from the 1 GB cgroup limit, not the host's 24 GiB.
+    assert plan["ram_mb"] <= 1024
+    assert 64 * MIB <= maxmemory < 1024 * MIB
+    assert config_get(host, hv, "maxmemory-policy") == "volatile-lru"
+    assert config_get(host, hv, "appendonly") == "yes"
+    assert config_get(host, hv, "appendfsync") == "everysec"
+    assert config_get(host, hv, "aof-use-rdb-preamble") == "yes"
+    assert config_get(host, hv, "protected-mode") == "yes"
+    assert "aof_enabled:1" in out(host, hv, "INFO", "persistence")
+
+
+def test_config_files_are_private(host):
+    for path in ("/etc/redis/redis.conf", "/etc/redis/redis.d/restart.conf",
+                 "/etc/redis/redis.d/runtime.conf", "/etc/redis/redis.d/users.conf"):
+        f = host.file(path)
+        assert (f.user, f.group, f.mode) == ("redis", "redis", 0o640), path
+    assert "molecule" not in host.file("/etc/redis/redis.d/users.conf").content_string
+
+
+def test_listens_on_loopback_only(host, hv):
+    listening = host.check_output("ss -Hltn 'sport = :%s'" % hv["redis_port"])
+    addrs = {line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines()}
+    assert addrs and addrs <= {"127.0.0.1", "[::1]"}
+
+
+def test_no_password_is_refused(host, hv):
+    assert "NOAUTH" in cli(host, hv, "GET", "x", password=None).stdout
+
+
+def test_celery_user_cannot_flush_or_configure(host, hv):
+    celery = dict(user=hv["redis_celery_user"], password=hv["redis_celery_password"])
+    for cmd in (["FLUSHALL"], ["FLUSHDB"], ["CONFIG", "GET", "maxmemory"], ["CONFIG", "SET", "maxmemory", "0"],
+                ["KEYS", "*"], ["SHUTDOWN"]):
+        assert "NOPERM" in cli(host, hv, *cmd, **celery).stdout, cmd
+    # DEBUG is refused before the ACL check (enable-debug-command no): ask the ACL itself.
+    for cmd in (["DEBUG", "SLEEP", "0"], ["FLUSHALL"], ["CONFIG", "SET", "appendonly", "no"]):
+        assert "no permissions" in out(host, hv, "ACL", "DRYRUN", hv["redis_celery_user"], *cmd), cmd
+
+
+def test_celery_user_can_do_what_kombu_does(host, hv):
+    celery = dict(user=hv["redis_celery_user"], password=hv["redis_celery_password"], db=1)
+    script = "\n".join([
+        "LPUSH celery q1", "RPUSH celery q2", "LLEN celery", "BRPOP celery 1", "RPOP celery",
+        "HSET unacked tag msg", "HGET unacked tag", "HDEL unacked tag",
+        "ZADD unacked_index 1 tag", "ZRANGE unacked_index 0 -1", "ZREM unacked_index tag",
+        "SADD _kombu.binding.celery x", "SMEMBERS _kombu.binding.celery", "SREM _kombu.binding.celery x",
+        "SETEX celery-task-meta-1 60 r", "GET celery-task-meta-1", "PUBLISH celery-task-meta-1 r",
+        "MULTI", "INCR chord", "EXPIRE chord 60", "EXEC", "EVAL \"return 1\" 0", "PING", "DEL chord",
+        "CLIENT SETNAME worker", "",
+    ])
+    res = cli(host, hv, stdin=script, **celery)
+    assert res.rc == 0
+    assert "ERR" not in res.stdout and "NOPERM" not in res.stdout, res.stdout
+
+
+def test_open_file_limit(host, hv):
+    limits = host.file(f"/proc/{main_pid(host)}/limits").content_string
+    line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
+    assert line.split()[3:5] == [str(hv["redis_maxclients"] + 32)] * 2
+    assert config_get(host, hv, "maxclients") == str(hv["redis_maxclients"])
+
+
+def test_runtime_change_without_restart(host, hv, plan):
+    rec = json.loads(host.file("/root/vpsstack-side-effect.json").content_string)
+    assert rec["maxmemory_during"] == 100 * MIB
+    assert rec["run_id_before"] == rec["run_id_after"]
+    # And back to the plan's value.
+    assert int(config_get(host, hv, "maxmemory")) == plan["redis"]["maxmemory_bytes"]
+
+
+def test_key_survives_restart(host, hv):
+    out(host, hv, "SET", "persist-restart", "v1", db=2)
+    old = main_pid(host)
+    host.check_output("systemctl restart redis-server")
+    wait_ping(host, hv, old)
+    assert out(host, hv, "GET", "persist-restart", db=2) == "v1"
+
+
+def test_key_survives_kill_9(host, hv):
+    out(host, hv, "SET", "persist-kill", "v2", db=2)
+    time.sleep(2)  # appendfsync everysec: more than 1 s old is on disk
+    old = main_pid(host)
+    host.check_output(f"kill -9 {old}")
+    new = wait_ping(host, hv, old)
+    print(f"kill -9 {old}: systemd restarted redis-server as {new}")
+    assert out(host, hv, "GET", "persist-kill", db=2) == "v2"
+
+
+def test_queue_is_never_evicted(host, hv):
+    """Fill a small maxmemory with results (TTL) and queue items: results go, queue items stay, then OOM."""
+    celery = dict(user=hv["redis_celery_user"], password=hv["redis_celery_password"], db=3)
+    original = config_get(host, hv, "maxmemory")
+    batch_size = 250
+    pushed = results = oom = 0
+    try:
+        out(host, hv, "CONFIG", "SET", "maxmemory", 8 * MIB)
+        for batch in range(40):  # bounded: 40 x 500 x 1 KB is far above 8 MB
+            # Alternating SETEX (a result, 1 KB, TTL 1 h) and RPUSH (a queued task, 1 KB).
+            source = ("P=$(head -c 1000 /dev/zero | tr '\\0' x); "
+                      f"for i in $(seq 1 {batch_size}); do echo \"SETEX celery-task-meta-{batch}-$i 3600 $P\"; "
+                      "echo \"RPUSH celery $P\"; done")
+            # redis-cli prints a blank line after each error reply.
+            replies = [ln for ln in cli(host, hv, source=source, **celery).stdout.splitlines() if ln.strip()]
+            assert len(replies) == 2 * batch_size
+            for n, reply in enumerate(replies):
+                if reply.startswith("OOM"):
+                    oom += 1
+                elif n % 2:
+                    pushed += 1
+                else:
+                    results += 1
+            llen = int(out(host, hv, "LLEN", "celery", **celery))
+            assert llen == pushed, f"queue lost {pushed - llen} items"
+            if oom and all(r.startswith("OOM") for r in replies[-20:]):
+                break
+        info = out(host, hv, "INFO", "keyspace")
+        dbsize = out(host, hv, "DBSIZE", db=3)
+        print(f"fill: {results} results and {pushed} queue items written, queue kept {pushed}, "
+              f"{oom} writes refused with OOM, evicted_keys="
+              + out(host, hv, "INFO", "stats").split("evicted_keys:")[1].split()[0] + f", dbsize={dbsize}")
+        assert oom > 0, "never reached OOM"
+        # Only the TTL keys could go: nothing volatile is left in db 3 when writes are refused.
+        assert "db3:" not in info or "expires=0" in info.split("db3:")[1].splitlines()[0]
+    finally:
+        out(host, hv, "CONFIG", "SET", "maxmemory", original)
+        out(host, hv, "FLUSHDB", db=3)

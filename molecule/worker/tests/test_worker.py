@@ -1,0 +1,134 @@
+"""Live behaviour of the worker role: sizing from cgroup limits, limits, round trip, leaks, graceful restart.
+
+Tests run in file order: the pid comparison (idempotent converge did not restart) comes before the tests
+that replace children or restart programs.
+"""
+import json
+import os
+import sys
+import time
+
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = [
+    "podman://" + h
+    for h in testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+]
+
+NOFILE = 20000  # molecule.yml: baseline_nofile -> worker_nofile
+EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
+# The client runs as the worker user with the programs' environment (settings are 0640 root:celery).
+CLIENT = (
+    "cd /opt/celery/app && runuser -u celery -- env PYTHONDONTWRITEBYTECODE=1 "
+    "PYTHONPATH=/opt/celery/app:/etc/celery CELERY_CONFIG_MODULE=celeryconfig "
+    "/opt/celery/venv/bin/python -m demo_app.client"
+)
+
+
+def state(host):
+    name = host.backend.get_hostname()
+    with open(os.path.join(EPHEMERAL, f"worker-state-{name}.json")) as fh:
+        return json.load(fh)
+
+
+def client(host, *args):
+    return json.loads(host.check_output(CLIENT + " " + " ".join(f"'{a}'" for a in args)))
+
+
+def node(host, group):
+    return f"{group}@{host.check_output('hostname')}"
+
+
+def pid_of(host, program):
+    return int(host.check_output(f"supervisorctl pid {program}"))
+
+
+def nofile_of(host, pid):
+    line = next(ln for ln in host.file(f"/proc/{pid}/limits").content_string.splitlines()
+                if ln.startswith("Max open files"))
+    return tuple(int(v) for v in line.split()[3:5])
+
+
+def wait_for(predicate, timeout, step=1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
+def test_programs_are_running(host):
+    status = host.check_output("supervisorctl status")
+    for program in state(host)["programs"]:
+        line = next((ln for ln in status.splitlines() if ln.startswith(program + " ")), "")
+        assert "RUNNING" in line, status
+    assert host.service("supervisor").is_enabled
+
+
+def test_second_converge_did_not_restart_workers(host):
+    saved = state(host)
+    assert host.check_output("supervisorctl pid " + " ".join(saved["programs"])).splitlines() == saved["pids"]
+
+
+def test_concurrency_follows_the_cgroup_limits(host):
+    plan = state(host)["plan"]
+    assert plan["ram_mb"] <= 1024 and plan["vcpus"] == 1, plan
+    planned = {g["name"]: g for g in plan["worker_groups"]}
+    measured = client(host, "stats", node(host, "default"))
+    assert measured["max-concurrency"] == planned["default"]["concurrency"]
+    assert client(host, "stats", node(host, "leaky"))["max-concurrency"] == 1
+    # The same groups on the machine's 24 GB / 2 CPUs (what a cgroup-blind role would see) plan more.
+    sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "plugins", "module_utils"))
+    import sizing
+
+    groups = [{"name": "default"},
+              {"name": "leaky", "concurrency": 1, "child_mb": 60, "max_memory_per_child_kib": 98304}]
+    blind = sizing.memory_plan({"ram_mb": 24 * 1024, "vcpus": 2}, worker_groups=groups, redis_local=True, beat=True)
+    assert sizing.worker_concurrency(blind, "default") != measured["max-concurrency"]
+    print(f"default group: measured {measured['max-concurrency']}, cgroup-blind plan "
+          f"{sizing.worker_concurrency(blind, 'default')}")
+
+
+def test_workers_get_the_open_file_limit(host):
+    parent = pid_of(host, "celery-default")
+    assert nofile_of(host, parent) == (NOFILE, NOFILE)
+    for child in host.check_output(f"pgrep -P {parent}").split():
+        assert nofile_of(host, child) == (NOFILE, NOFILE)
+    assert f"minfds={NOFILE}" in host.file("/etc/supervisor/supervisord.conf").content_string
+
+
+def test_settings_module_is_private(host):
+    settings = host.file("/etc/celery/celeryconfig.py")
+    assert (settings.user, settings.group, settings.mode) == ("root", "celery", 0o640)
+
+
+def test_task_round_trip(host):
+    assert client(host, "add", 2, 3) == 5
+
+
+def test_leaking_child_is_replaced_and_the_worker_keeps_serving(host):
+    leaky = node(host, "leaky")
+    before = client(host, "stats", leaky)["processes"]
+    ran_in = client(host, "leak", 64, "leak")  # child RSS ~40 MiB + 64 MiB > max_memory_per_child 96 MiB
+    assert ran_in in before
+    after = wait_for(lambda: (p := client(host, "stats", leaky)["processes"]) and ran_in not in p and p, 30)
+    assert after and ran_in not in after, f"child {ran_in} still there: {after}"
+    assert client(host, "add-on", "leak", 2, 3) == 5
+    assert client(host, "add", 4, 5) == 9
+    print(f"leaky child {ran_in} replaced by {after}")
+
+
+def test_graceful_restart_loses_no_task(host):
+    ids = client(host, "send-record", "restart", 4, 8)
+    # Restart while tasks run: supervisor TERMs the parent only; running tasks finish, queued ones wait.
+    assert wait_for(lambda: client(host, "started-record", "restart") >= 2, 30), "tasks never started"
+    host.check_output("supervisorctl restart celery-default")
+    counts = client(host, "count-record", "restart", json.dumps(ids), 60)
+    with open(os.path.join(EPHEMERAL, "worker-restart-counts.json"), "w") as fh:
+        json.dump(counts, fh)
+    print(f"restart: {counts}")
+    assert counts["lost"] == [] and counts["completed"] == len(ids), counts
+    assert counts["duplicates"] == 0, counts
+    assert client(host, "add", 1, 1) == 2

@@ -1,0 +1,192 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# MIT License (see LICENSE)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: cgroup_limits
+short_description: Read the memory and CPU limits of the cgroup the target runs in
+version_added: 0.1.0
+description:
+  - Reads the cgroup memory limit and CFS CPU quota on the target, so that sizing can use
+    min(facts, cgroup limits). Inside a container or an LXC VPS, C(free) and C(nproc) show the host's
+    RAM and CPUs; only the cgroup shows the real limits.
+  - cgroup v2 (unified, C(/sys/fs/cgroup/cgroup.controllers) exists) reads C(memory.max) and C(cpu.max)
+    in C(/sys/fs/cgroup), in the process's own cgroup (C(0::/path) in C(/proc/self/cgroup)) and its parents.
+  - cgroup v1 reads C(memory/memory.limit_in_bytes), C(cpu/cpu.cfs_quota_us) and C(cpu/cpu.cfs_period_us)
+    (or C(cpu,cpuacct/...)), at the mount point and in the process's own cgroup path.
+  - When several levels have a limit, the most restrictive one is returned. Values are returned as the
+    raw strings the kernel wrote; the P(vpsstack.celery.effective_resources#filter) filter interprets them.
+  - Read-only; never reports a change.
+author:
+  - vpsstack.celery maintainers (@vpsstack)
+options: {}
+attributes:
+  check_mode:
+    support: full
+    description: Only reads files, so it runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is no diff.
+  platform:
+    support: full
+    platforms: posix
+    description: Linux only; other systems report version 0.
+notes:
+  - Returns version 0 and null values when no cgroup filesystem is mounted.
+seealso:
+  - plugin: vpsstack.celery.effective_resources
+    plugin_type: filter
+"""
+
+EXAMPLES = r"""
+- name: Read cgroup limits
+  vpsstack.celery.cgroup_limits:
+  register: plan_cgroup
+
+- name: Effective RAM and vCPUs (min of facts and cgroup)
+  ansible.builtin.set_fact:
+    resources: "{{ ansible_facts | vpsstack.celery.effective_resources(plan_cgroup.cgroup) }}"
+"""
+
+RETURN = r"""
+cgroup:
+  description: The raw limits, not interpreted.
+  returned: always
+  type: dict
+  contains:
+    version:
+      description: cgroup version in use, 1 or 2; 0 when none was found.
+      type: int
+      sample: 2
+    memory_limit:
+      description: Memory limit in bytes as written by the kernel, C(max) (v2, no limit),
+        a huge number (v1, no limit), or null when the file is missing.
+      type: str
+      sample: "1073741824"
+    cpu_quota:
+      description: CFS quota in microseconds per period, C(-1) (v1) or C(max) (v2) for no limit, or null.
+      type: str
+      sample: "100000"
+    cpu_period:
+      description: CFS period in microseconds, or null.
+      type: str
+      sample: "100000"
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+# The filesystem root to read; tests point it at a fake tree.
+ROOT = "/"
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except (IOError, OSError):
+        return None
+
+
+def _own_paths(root, controller):
+    """cgroup paths of this process for a v1 controller, or for v2 ('' controller), from /proc/self/cgroup."""
+    text = _read(os.path.join(root, "proc/self/cgroup")) or ""
+    paths = []
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if (controller == "" and parts[0] == "0" and parts[1] == "") or controller in parts[1].split(","):
+            paths.append(parts[2])
+    return paths
+
+
+def _candidates(base, own):
+    """base itself, then the process's own cgroup and each parent under it (deepest first)."""
+    dirs = [base]
+    for path in own:
+        parts = [p for p in path.split("/") if p]
+        while parts:
+            dirs.append(os.path.join(base, *parts))
+            parts.pop()
+    return dirs
+
+
+def _smallest(values, unlimited):
+    """Most restrictive of the raw values; a numeric one wins over an 'unlimited' sentinel."""
+    numeric = []
+    for value in values:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            continue
+        if number >= 0 and value not in unlimited:
+            numeric.append((number, value))
+    if numeric:
+        return min(numeric)[1]
+    return values[0] if values else None
+
+
+def _v2(root):
+    base = os.path.join(root, "sys/fs/cgroup")
+    dirs = _candidates(base, _own_paths(root, ""))
+    memory = [v for v in (_read(os.path.join(d, "memory.max")) for d in dirs) if v]
+    cpus = []
+    for d in dirs:
+        value = _read(os.path.join(d, "cpu.max"))
+        if value:
+            fields = value.split()
+            cpus.append((fields[0], fields[1] if len(fields) > 1 else None))
+    quota = period = None
+    limited = [(int(q) / float(p), q, p) for q, p in cpus if q != "max" and p and q.isdigit() and p.isdigit()
+               and int(p) > 0]
+    if limited:
+        quota, period = min(limited)[1:]
+    elif cpus:
+        quota, period = cpus[0]
+    return {"version": 2, "memory_limit": _smallest(memory, ("max",)), "cpu_quota": quota, "cpu_period": period}
+
+
+def _v1(root):
+    base = os.path.join(root, "sys/fs/cgroup")
+    memory = []
+    for d in _candidates(os.path.join(base, "memory"), _own_paths(root, "memory")):
+        value = _read(os.path.join(d, "memory.limit_in_bytes"))
+        if value:
+            memory.append(value)
+    cpus = []
+    for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        for d in _candidates(os.path.join(base, name), _own_paths(root, "cpu")):
+            quota = _read(os.path.join(d, "cpu.cfs_quota_us"))
+            if quota:
+                cpus.append((quota, _read(os.path.join(d, "cpu.cfs_period_us"))))
+    quota = period = None
+    limited = [(int(q) / float(p), q, p) for q, p in cpus
+               if q.lstrip("-").isdigit() and int(q) > 0 and p and p.isdigit() and int(p) > 0]
+    if limited:
+        quota, period = min(limited)[1:]
+    elif cpus:
+        quota, period = cpus[0]
+    if not memory and not cpus:
+        return None
+    return {"version": 1, "memory_limit": _smallest(memory, ()), "cpu_quota": quota, "cpu_period": period}
+
+
+def read_cgroup(root=None):
+    """The raw cgroup limits under `root` (default ROOT)."""
+    root = ROOT if root is None else root
+    if os.path.exists(os.path.join(root, "sys/fs/cgroup/cgroup.controllers")):
+        return _v2(root)
+    return _v1(root) or {"version": 0, "memory_limit": None, "cpu_quota": None, "cpu_period": None}
+
+
+def main():
+    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module.exit_json(changed=False, cgroup=read_cgroup())
+
+
+if __name__ == "__main__":
+    main()
