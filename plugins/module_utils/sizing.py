@@ -324,8 +324,8 @@ def _plan(ram, slots, o, groups):
     costs = o["costs"]
     warnings = []
     os_mb = _os_reserve(ram, o["os_reserve_mb"], costs["os_mb"])
-    services = bool(groups) or o["beat"] or o["flower"]
-    sup_mb = costs["supervisord_mb"] if services else 0
+    # supervisor runs the worker groups and beat; Flower is a systemd service of its own (roles/flower).
+    sup_mb = costs["supervisord_mb"] if groups or o["beat"] else 0
     beat_mb = costs["beat_mb"] if o["beat"] else 0
     flower_mb = costs["flower_mb"] if o["flower"] else 0
     fixed = sup_mb + beat_mb + flower_mb + sum(g.base_mb for g in groups)

@@ -1,12 +1,11 @@
 """Live kernel effects of the baseline role (privileged container: same kernel as the host)."""
 import os
+import sys
 
-import testinfra.utils.ansible_runner
+sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
+from live import scenario_hosts  # noqa: E402
 
-testinfra_hosts = [
-    "podman://" + h
-    for h in testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
-]
+testinfra_hosts = scenario_hosts("all")
 
 SWAP = "/var/swap/swapfile"
 SWAP_MB_AFTER_RESIZE = 96  # side_effect.yml

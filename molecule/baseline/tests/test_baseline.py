@@ -1,21 +1,14 @@
 """Live effects of the baseline role in an unprivileged container."""
 import os
+import sys
 
 import pytest
-import testinfra.utils.ansible_runner
+sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
+from live import nofile_of, scenario_hosts  # noqa: E402
 
-testinfra_hosts = [
-    "podman://" + h
-    for h in testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
-]
+testinfra_hosts = scenario_hosts("all")
 
 NOFILE = 20000  # molecule.yml: baseline_nofile
-
-
-def nofile_of(host, pid):
-    line = next(ln for ln in host.file(f"/proc/{pid}/limits").content_string.splitlines() if ln.startswith("Max open files"))
-    soft, hard = line.split()[3:5]
-    return int(soft), int(hard)
 
 
 def test_new_services_get_the_open_file_limit(host):

@@ -2,10 +2,14 @@
 import json
 import os
 import shlex
+import sys
 import time
 
 import pytest
 import testinfra.utils.ansible_runner
+
+sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
+from live import nofile_of  # noqa: E402
 
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
 testinfra_hosts = ["podman://" + h for h in RUNNER.get_hosts("all")]
@@ -127,9 +131,7 @@ def test_celery_user_can_do_what_kombu_does(host, hv):
 
 
 def test_open_file_limit(host, hv):
-    limits = host.file(f"/proc/{main_pid(host)}/limits").content_string
-    line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
-    assert line.split()[3:5] == [str(hv["redis_maxclients"] + 32)] * 2
+    assert nofile_of(host, main_pid(host)) == (hv["redis_maxclients"] + 32,) * 2
     assert config_get(host, hv, "maxclients") == str(hv["redis_maxclients"])
 
 

@@ -6,14 +6,11 @@ that replace children or restart programs.
 import json
 import os
 import sys
-import time
 
-import testinfra.utils.ansible_runner
+sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
+from live import nofile_of, scenario_hosts, wait_for  # noqa: E402
 
-testinfra_hosts = [
-    "podman://" + h
-    for h in testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
-]
+testinfra_hosts = scenario_hosts("all")
 
 NOFILE = 20000  # molecule.yml: baseline_nofile -> worker_nofile
 EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
@@ -41,22 +38,6 @@ def node(host, group):
 
 def pid_of(host, program):
     return int(host.check_output(f"supervisorctl pid {program}"))
-
-
-def nofile_of(host, pid):
-    line = next(ln for ln in host.file(f"/proc/{pid}/limits").content_string.splitlines()
-                if ln.startswith("Max open files"))
-    return tuple(int(v) for v in line.split()[3:5])
-
-
-def wait_for(predicate, timeout, step=1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def test_programs_are_running(host):
