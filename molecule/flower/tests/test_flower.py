@@ -36,7 +36,7 @@ PY"""
 
 def get(host, path, user=None, password=None):
     auth = f"{user}:{password}" if user else ""
-    status, _, body = host.check_output(HTTP_GET.format(path=path, auth=auth)).partition(" ")
+    status, _space, body = host.check_output(HTTP_GET.format(path=path, auth=auth)).partition(" ")
     return int(status), body
 
 
