@@ -362,7 +362,7 @@ def _plan(ram, slots, o, groups):
             what = ("worker group %r with concurrency %d (%s, %d KiB each; %d fit in the %d MB left)"
                     % (g.name, g.concurrency, g.pool, g.unit_kib, g.fits(room), room))
             if o["strict"]:
-                raise _TooSmall(what)
+                raise _TooSmall(what + ", an explicit value (strict=false, the roles' worker_strict, only warns)")
             warnings.append("%s needs %d MB more than the plan has; the plan reserves only %d MB for it"
                             % (what, need - room, room))
             need = room

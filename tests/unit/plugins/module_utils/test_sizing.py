@@ -246,6 +246,7 @@ def test_explicit_concurrency_that_does_not_fit_strict():
     msg = str(err.value)
     assert "1024 MB" in msg and "'default'" in msg and "concurrency 20" in msg
     assert "5 fit" in msg and "needs at least 3086 MB" in msg
+    assert "strict=false" in msg and "worker_strict" in msg  # says how to make it a warning
 
 
 def test_explicit_concurrency_that_does_not_fit_lenient():
