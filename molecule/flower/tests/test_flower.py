@@ -93,6 +93,8 @@ def test_other_local_users_cannot_reach_flower_past_nginx(host):
     listeners = host.check_output("ss -Hltnp")
     assert [ln for ln in listeners.splitlines() if ":5555 " in ln and "nginx" not in ln] == []
     assert "celery" not in listeners and "flower" not in listeners
+    # Nor does the package's welcome page on port 80 (flower_nginx_remove_default_site).
+    assert [ln for ln in listeners.splitlines() if ln.split()[3].endswith(":80")] == []
 
 
 def test_secrets_are_stored_as_hashes_and_root_only(host):
