@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export VPSSTACK_IMAGE ?= localhost/ubuntu-systemd:24.04
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help venv collection test-host lint unit sanity build molecule test demo demo-destroy bench clean
+.PHONY: help venv collection test-host lint unit preflight sanity build molecule test demo demo-destroy bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lint: venv collection ## yamllint + ansible-lint (production profile) + argument
 unit: venv collection ## unit and property tests of the filter plugins
 	pytest -q tests/unit
 
+preflight: venv collection ## each role's preflight names the bad variable (runs on this machine, check mode)
+	pytest -q tests/preflight
+
 sanity: venv ## ansible-test sanity on a copy of the collection
 	scripts/sanity.sh
 
@@ -53,7 +56,7 @@ molecule: venv collection ## every molecule scenario (or SCENARIOS="a b")
 test: ## everything CI runs; prints a summary line
 	scripts/run-tests.sh
 
-demo: venv collection test-host ## a demo stack (redis + worker) in local containers limited to 1 GB / 1 vCPU
+demo: venv collection test-host ## a demo stack (redis, workers, beat, flower) in a local container limited to 1 GB / 1 vCPU
 	molecule converge -s demo
 	molecule verify -s demo
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything CI runs, in order, each step timed; ends with a pytest-style summary line.
-# Usage: scripts/run-tests.sh [STEP...]   steps: lint unit sanity build molecule:<scenario> demo (default: all)
+# Usage: scripts/run-tests.sh [STEP...]
+#   steps: lint unit preflight sanity build molecule:<scenario> demo (default: all)
 set -uo pipefail
 t0=$(date +%s)
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ scripts/prepare-test-host.sh || { echo "run-tests: test host setup failed"; echo
 
 scenarios=$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done | grep -vx demo)
 steps=("$@")
-((${#steps[@]})) || steps=(lint unit sanity build $(printf 'molecule:%s ' $scenarios) demo)
+((${#steps[@]})) || steps=(lint unit preflight sanity build $(printf 'molecule:%s ' $scenarios) demo)
 
 # A run killed inside the privileged scenario leaves its swap file active in the host kernel: turn it off.
 awk 'NR > 1 && $1 ~ /vpsstack-swaptest/ {print $1}' /proc/swaps | xargs -r -n1 swapoff 2>/dev/null || true
@@ -31,6 +32,8 @@ for step in "${steps[@]}"; do
   case "$step" in
     lint) make -s lint ;;
     unit) pytest -q -p no:cacheprovider tests/unit ;;
+    # The roles' preflights on this machine (connection local, check mode): bad input is named, no container.
+    preflight) pytest -q -p no:cacheprovider tests/preflight ;;
     sanity) scripts/sanity.sh ;;
     build) scripts/build-smoke.sh ;;
     molecule:*) molecule test -s "${step#molecule:}" ;;
