@@ -3,6 +3,7 @@ import os
 import sys
 
 import pytest
+
 sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
 from live import nofile_of, scenario_hosts  # noqa: E402
 
