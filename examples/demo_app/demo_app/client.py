@@ -39,7 +39,8 @@ def count_record(key, ids, timeout=TIMEOUT):
 def stats(node):
     reply = app.control.inspect(destination=[node], timeout=5).stats() or {}
     pool = reply.get(node, {}).get("pool", {})
-    return {"max-concurrency": pool.get("max-concurrency"), "processes": pool.get("processes", [])}
+    return {"max-concurrency": pool.get("max-concurrency"), "processes": pool.get("processes", []),
+            "implementation": pool.get("implementation")}
 
 
 def main(argv):

@@ -65,7 +65,8 @@ def test_concurrency_follows_the_cgroup_limits(host):
     import sizing
 
     groups = [{"name": "default"},
-              {"name": "leaky", "concurrency": 1, "child_mb": 60, "max_memory_per_child_kib": 98304}]
+              {"name": "leaky", "concurrency": 1, "child_mb": 60, "max_memory_per_child_kib": 98304},
+              {"name": "io", "pool": "gevent", "weight": 0.1}]
     blind = sizing.memory_plan({"ram_mb": 24 * 1024, "vcpus": 2}, worker_groups=groups, redis_local=True, beat=True)
     assert sizing.worker_concurrency(blind, "default") != measured["max-concurrency"]
     print(f"default group: measured {measured['max-concurrency']}, cgroup-blind plan "
@@ -87,6 +88,17 @@ def test_settings_module_is_private(host):
 
 def test_task_round_trip(host):
     assert client(host, "add", 2, 3) == 5
+
+
+def test_gevent_group_runs_in_one_process_with_the_planned_greenlets(host):
+    planned = {g["name"]: g for g in state(host)["plan"]["worker_groups"]}["io"]
+    assert planned["pool"] == "gevent" and planned["concurrency"] > 1
+    stats = client(host, "stats", node(host, "io"))
+    assert "gevent" in stats["implementation"]
+    assert stats["max-concurrency"] == planned["concurrency"]
+    assert host.run("/opt/celery/venv/bin/python -c 'import gevent'").rc == 0  # installed into the venv
+    assert client(host, "add-on", "io", 20, 22) == 42
+    print(f"io group: gevent, {stats['max-concurrency']} greenlets (planned {planned['concurrency']})")
 
 
 def test_leaking_child_is_replaced_and_the_worker_keeps_serving(host):
