@@ -32,11 +32,12 @@ collection: ## link the checkout as ansible_collections/vpsstack/celery under .b
 test-host: ## install podman etc. and build the Ubuntu 24.04 systemd image (root)
 	scripts/prepare-test-host.sh
 
-lint: venv collection ## yamllint + ansible-lint (production profile) + argument_specs/defaults check
+lint: venv collection ## yamllint + ansible-lint (production profile) + argument_specs/defaults + README examples check
 	yamllint --strict .
 	ansible-lint --profile production
 	$(BIN)/python scripts/check-argument-specs.py
 	$(BIN)/python scripts/sizing-table.py --check README.md
+	$(BIN)/python scripts/check-readme-examples.py
 
 unit: venv collection ## unit and property tests of the filter plugins
 	pytest -q tests/unit

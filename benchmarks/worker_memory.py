@@ -12,7 +12,7 @@ import json
 import subprocess
 
 VENV_PY = "/opt/celery/venv/bin/python"
-APP_ENV = ["env", "PYTHONPATH=/opt/celery/app:/etc/celery", "HOME=/var/lib/celery"]
+APP_ENV = ["env", "PYTHONPATH=/etc/celery:/opt/celery/app", "CELERY_CONFIG_MODULE=vpsstack_celery_settings", "HOME=/var/lib/celery"]
 
 THROUGHPUT = """
 import json, sys, time

@@ -32,3 +32,9 @@ def wait_for(predicate, timeout, step=1.0):
             return value
         time.sleep(step)
     return predicate()
+
+
+def auto_nofile(host):
+    """What nofile "auto" resolves to on a host: min(65535, fs.nr_open, PID 1's hard limit)."""
+    nr_open = int(host.file("/proc/sys/fs/nr_open").content_string)
+    return min(65535, nr_open, nofile_of(host, 1)[1])

@@ -1,6 +1,6 @@
 """Tasks that exercise the worker role: round trip, I/O wait, CPU work, long runs, leaks, execution records.
 
-Settings come from the module the role renders (CELERY_CONFIG_MODULE, default "celeryconfig"), so the app
+Settings come from the module the role renders (CELERY_CONFIG_MODULE, default "vpsstack_celery_settings"), so the app
 itself holds no broker URL or password.
 """
 import hashlib
@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 
 app = Celery("demo_app")
-app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))
+app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "vpsstack_celery_settings"))
 
 # Redis database where record() counts executions (not the broker's queues, not the results).
 RECORD_DB = int(os.environ.get("DEMO_RECORD_DB", "2"))

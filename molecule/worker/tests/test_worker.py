@@ -17,7 +17,7 @@ EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
 # The client runs as the worker user with the programs' environment (settings are 0640 root:celery).
 CLIENT = (
     "cd /opt/celery/app && runuser -u celery -- env PYTHONDONTWRITEBYTECODE=1 "
-    "PYTHONPATH=/opt/celery/app:/etc/celery CELERY_CONFIG_MODULE=celeryconfig "
+    "PYTHONPATH=/etc/celery:/opt/celery/app CELERY_CONFIG_MODULE=vpsstack_celery_settings "
     "/opt/celery/venv/bin/python -m demo_app.client"
 )
 
@@ -82,8 +82,21 @@ def test_workers_get_the_open_file_limit(host):
 
 
 def test_settings_module_is_private(host):
-    settings = host.file("/etc/celery/celeryconfig.py")
+    settings = host.file("/etc/celery/vpsstack_celery_settings.py")
     assert (settings.user, settings.group, settings.mode) == ("root", "celery", 0o640)
+
+
+def test_running_workers_use_the_host_settings_not_the_projects_celeryconfig(host):
+    """The app (tests/apps/own_celeryconfig) loads its own celeryconfig.py: acks early, prefetch 4, a dead broker
+    port, kombu's 3600 s. The running workers must report the host's values instead."""
+    plan_timeout = 300 + 3600  # max(worker_task_time_limit, worker_max_eta_seconds) + margin (role defaults)
+    replies = json.loads(host.check_output("vpsstack-celery inspect conf --json --timeout 10"))
+    assert set(replies) >= {node(host, "default"), node(host, "io")}, replies
+    for conf in replies.values():
+        assert conf["task_acks_late"] is True and conf["worker_prefetch_multiplier"] == 1, conf
+        assert conf["broker_transport_options"] == {"visibility_timeout": plan_timeout + 300}, conf
+        assert conf["task_reject_on_worker_lost"] is True and conf["task_time_limit"] == 300, conf
+        assert ":6390" not in json.dumps(conf), "the project's dead broker/backend URL won"
 
 
 def test_task_round_trip(host):

@@ -1,0 +1,150 @@
+"""The README's inventory, live on four hosts: tasks sent on the broker run on both worker hosts, beat fires
+once per schedule across hosts, a host without the password gets nothing from Redis, the Django-style project's
+own Celery settings do not weaken the guarantees, and Flower does not re-queue what the workers hold.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import testinfra
+
+sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from live import wait_for  # noqa: E402
+from stack import get, redis_cli, send_tasks  # noqa: E402
+
+BROKER, WORKER1, WORKER2, OUTSIDER = (testinfra.get_host(f"podman://{h}")
+                                      for h in ("broker", "worker1", "worker2", "outsider"))
+EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
+REDIS = ("10.89.177.10", 6379)  # inventory/hosts: redis_bind_extra
+BEAT_PERIOD = 5.0  # tests/apps/django_project settings: CELERY_BEAT_SCHEDULE tick
+# Role defaults: max(worker_task_time_limit 300, worker_max_eta_seconds 3600) + worker_visibility_margin 300.
+VISIBILITY_TIMEOUT = 3900
+
+
+def main_pid(host, unit):
+    return int(host.check_output(f"systemctl show --property MainPID --value {unit}"))
+
+
+@pytest.mark.parametrize("name, host, units", [
+    ("worker1", WORKER1, ["supervisor"]), ("worker2", WORKER2, ["supervisor"])])
+def test_second_converge_restarted_nothing_on_the_workers(name, host, units):
+    with open(os.path.join(EPHEMERAL, f"pids-{name}.json")) as fh:
+        saved = [int(p) for p in json.load(fh)]
+    assert saved == [main_pid(host, u) for u in units] and 0 not in saved
+
+
+def test_beat_runs_on_worker1_only():
+    """worker_beat_enabled=true is the INI string "true": the role must take it as a boolean."""
+    assert "RUNNING" in WORKER1.check_output("supervisorctl status celery-beat")
+    assert WORKER2.run("supervisorctl status celery-beat").rc != 0
+    assert WORKER2.run("pgrep -f 'celery.* beat'").rc == 1
+
+
+def test_a_task_sent_on_the_broker_runs_on_both_worker_hosts():
+    key = f"spread-{time.time():.0f}"
+    ids = send_tasks(BROKER, "yourproject.tasks.where", [key, 0.3], 40)
+
+    def ran():
+        lines = redis_cli(BROKER, "HGETALL", f"where:{key}", db=2)
+        ran_on = dict(zip(lines[::2], lines[1::2]))
+        return len(ran_on) == len(ids) and ran_on
+    ran_on = wait_for(ran, 60)
+    assert ran_on, "not every task ran within 60 s"
+    per_host = {h: list(ran_on.values()).count(h) for h in sorted(set(ran_on.values()))}
+    print(f"40 tasks sent on broker ran on: {per_host}")
+    assert set(per_host) == {"worker1", "worker2"}
+
+
+def test_beat_fires_once_per_schedule_across_hosts():
+    redis_cli(BROKER, "DEL", "ticks", db=2)
+    window = 6 * BEAT_PERIOD
+    time.sleep(window)
+    ticks = redis_cli(BROKER, "LRANGE", "ticks", "0", "-1", db=2)
+    print(f"{len(ticks)} ticks in {window:.0f} s (period {BEAT_PERIOD:.0f} s): {ticks}")
+    # One beat: window / period ticks, give or take one at each end. Two beats would double it.
+    assert window / BEAT_PERIOD - 1 <= len(ticks) <= window / BEAT_PERIOD + 1
+
+
+# A raw RESP client, one command at a time: the outsider has no Redis tools, and must not need any.
+RAW_REDIS = """python3 - <<'PY'
+import socket
+try:
+    s = socket.create_connection(({host!r}, {port}), timeout=5)
+except OSError as err:
+    print("refused:", err)
+else:
+    s.settimeout(5)
+    replies = []
+    for command in (b"LRANGE celery 0 -1", b"AUTH default guess-password", b"KEYS *"):
+        s.sendall(command + b"\\r\\n")
+        replies.append(s.recv(4096).decode(errors="replace").strip())
+    print(" | ".join(replies))
+PY"""
+
+
+def test_a_host_outside_the_inventory_gets_nothing_from_redis():
+    answer = OUTSIDER.check_output(RAW_REDIS.format(host=REDIS[0], port=REDIS[1]))
+    print(f"outsider -> {REDIS[0]}:{REDIS[1]}: {answer}")
+    if not answer.startswith("refused:"):
+        lrange, auth, keys = answer.split(" | ")
+        assert lrange.startswith("-NOAUTH") and auth.startswith("-WRONGPASS") and keys.startswith("-NOAUTH"), answer
+
+
+def test_each_worker_host_reaches_redis_and_both_answer():
+    for host in (WORKER1, WORKER2):
+        replies = json.loads(host.check_output("vpsstack-celery inspect ping --json --timeout 10"))
+        assert {"default@worker1", "default@worker2"} <= set(replies), replies
+
+
+def test_running_workers_use_the_host_settings_not_the_django_settings():
+    """settings.py says CELERY_TASK_ACKS_LATE = False and a broker on localhost:6390; its beat schedule stays."""
+    replies = json.loads(WORKER2.check_output("vpsstack-celery inspect conf --json --timeout 10"))
+    for node in ("default@worker1", "default@worker2"):
+        conf = replies[node]
+        assert conf["task_acks_late"] is True and conf["worker_prefetch_multiplier"] == 1, conf
+        assert conf["broker_transport_options"] == {"visibility_timeout": VISIBILITY_TIMEOUT}, conf
+        assert ":6390" not in json.dumps(conf), "the project's broker URL won"
+        assert "tick" in conf["beat_schedule"], "the project's own beat schedule was lost"
+
+
+def unacked_tag_present(tag):
+    return tag in redis_cli(BROKER, "HKEYS", "unacked")
+
+
+def test_flower_and_the_wrapper_do_not_requeue_what_the_workers_hold():
+    """kombu re-queues an unacked message older than the CONSUMER's visibility timeout. One aged 3700 s is
+    still held by the workers (3900 s): Flower and vpsstack-celery must leave it; a client on kombu's default
+    (3600 s) re-queues it, which shows the test can fail."""
+    tag = f"vpsstack-aged-{time.time():.0f}"
+    message = {"body": "", "headers": {}, "properties": {"delivery_tag": tag, "delivery_info": {}}}
+    redis_cli(BROKER, "HSET", "unacked", tag, json.dumps([message, "celery", "vpsstack-nowhere"]))
+    redis_cli(BROKER, "ZADD", "unacked_index", f"{time.time() - 3700:.0f}", tag)
+    try:
+        for _ in range(3):
+            assert get(BROKER, "/api/workers?refresh=1", "ops", "stack flower pw")[0] == 200
+            WORKER2.check_output("vpsstack-celery inspect ping --timeout 3")
+        assert unacked_tag_present(tag), "Flower or vpsstack-celery re-queued a message the workers hold"
+
+        plain = ("cd /tmp && /opt/flower/venv/bin/python -c \"import runpy; s = runpy.run_path("
+                 "'/etc/flower/vpsstack_flower_settings.py'); from celery import Celery; "
+                 "Celery(broker=s['broker_url']).control.inspect(timeout=2).ping()\"")
+        assert wait_for(lambda: BROKER.run(plain) and not unacked_tag_present(tag), 30, step=0.5), \
+            "a client with kombu's default visibility timeout did not re-queue it: the test proves nothing"
+    finally:
+        redis_cli(BROKER, "HDEL", "unacked", tag)
+        redis_cli(BROKER, "ZREM", "unacked_index", tag)
+
+
+def test_the_readme_plan_command_runs_on_this_inventory():
+    """`ansible-playbook vpsstack.celery.plan -i hosts`, as the README prints it, on the scenario's inventory."""
+    inventory = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"],
+                                                                 ".build", "collections"))
+    proc = subprocess.run(["ansible-playbook", "vpsstack.celery.plan", "-i", inventory],
+                          capture_output=True, text=True, env=env, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "maxmemory" in proc.stdout and "worker default" in proc.stdout, proc.stdout[-3000:]
