@@ -10,6 +10,7 @@ Why each number is what it is: docs/sizing.md and the facts file it cites.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 MIB = 1048576
@@ -47,6 +48,8 @@ WORKLOADS = ("io", "cpu", "mixed")
 PREFORK_PER_SLOT = {"cpu": 1, "mixed": 2, "io": 2}
 THREADS_PER_SLOT = {"cpu": 1, "mixed": 2, "io": 4}
 GREENLET_DIVISOR = {"io": 1, "mixed": 2, "cpu": 10}
+# Redis's own units (redis.conf): k/m/g are powers of 1000, kb/mb/gb powers of 1024.
+REDIS_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3, "gb": 1024 ** 3}
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0", "")
 
@@ -106,6 +109,24 @@ def _boolean(value, what):
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise SizingError("%s must be a boolean, got %r" % (what, value))
+
+
+def redis_bytes(value, what="redis_maxmemory"):
+    """None for 'auto', else a positive byte count from an int or a Redis size such as "256mb"."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return None
+        match = re.match(r"^([0-9]+)([kmg]?b?)$", text)
+        if not match or match.group(2) not in REDIS_UNITS:
+            raise SizingError("%s must be 'auto', bytes or a Redis size such as 256mb, got %r" % (what, value))
+        number = int(match.group(1)) * REDIS_UNITS[match.group(2)]
+    else:
+        number = _number(value, what + " ('auto', bytes or e.g. 256mb)", integer=True)
+    if number < 1:
+        # Redis reads maxmemory 0 as "no limit": nothing the plan could reserve.
+        raise SizingError("%s must be positive (0 means no limit to Redis), got %r" % (what, value))
+    return number
 
 
 def _fact(facts, *names):
@@ -332,8 +353,27 @@ def _plan(ram, slots, o, groups):
     if os_mb + fixed > ram:
         raise _TooSmall("the OS reserve (%d MB) and the processes' base costs (%d MB)" % (os_mb, fixed))
 
+    auto = [g for g in groups if not g.explicit]
+    auto_min = sum(g.need_mb(1) for g in auto)
     share = headroom = maxmem_bytes = 0
-    if o["redis_local"]:
+    if o["redis_local"] and o["redis_maxmemory_bytes"] is not None:
+        # An explicit maxmemory is what Redis will use: reserve it with the same overhead (maxmemory_pct) and
+        # fork headroom as a computed one, so that the workers are not sized into memory Redis takes.
+        maxmem_bytes = o["redis_maxmemory_bytes"]
+        used = -(-maxmem_bytes * 100 // (o["redis_maxmemory_pct"] * MIB))
+        headroom = used if o["redis_persistence"] else 0
+        share = used + headroom
+        room = ram - os_mb - fixed - auto_min
+        if share > room:
+            what = ("Redis maxmemory %d MB (redis_maxmemory) with its overhead and fork headroom (%d MB; %d MB "
+                    "left after the OS and one worker child/thread per group)" % (maxmem_bytes // MIB, share, room))
+            if o["strict"]:
+                raise _TooSmall(what)
+            warnings.append("%s needs %d MB more than the plan has; the plan reserves only what is left"
+                            % (what, share - room))
+            share = max(0, room)
+            headroom = share // 2 if o["redis_persistence"] else 0
+    elif o["redis_local"]:
         if o["redis_share_pct"] is not None:
             share = (ram - os_mb) * o["redis_share_pct"] // 100
         elif groups:
@@ -347,8 +387,6 @@ def _plan(ram, slots, o, groups):
             raise _TooSmall("Redis (maxmemory of at least %d MB)" % REDIS_MIN_MAXMEMORY_MB)
 
     available = ram - os_mb - share - fixed
-    auto = [g for g in groups if not g.explicit]
-    auto_min = sum(g.need_mb(1) for g in auto)
     if available < auto_min:
         raise _TooSmall("one worker child/thread per group (%d MB) after Redis (%d MB)" % (auto_min, share))
 
@@ -467,7 +505,7 @@ def _minimum_ram(ram, slots, o, groups):
 
 def memory_plan(resources, worker_groups=None, redis_local=False, redis_share_pct="auto",
                 redis_maxmemory_pct=70, redis_persistence=True, beat=False, flower=False, costs=None,
-                os_reserve_mb="auto", swap_mb="auto", strict=True):
+                os_reserve_mb="auto", swap_mb="auto", strict=True, redis_maxmemory_bytes="auto"):
     """One memory plan per host: OS reserve, Redis share/maxmemory, worker concurrency, swap."""
     ram, vcpus, slots = _resources(resources)
     merged = _costs(costs)
@@ -482,6 +520,7 @@ def memory_plan(resources, worker_groups=None, redis_local=False, redis_share_pc
         "os_reserve_mb": _auto_or_int(os_reserve_mb, "os_reserve_mb", 0),
         "swap_mb": _auto_or_int(swap_mb, "swap_mb", 0),
         "strict": _boolean(strict, "strict"),
+        "redis_maxmemory_bytes": redis_bytes(redis_maxmemory_bytes, "redis_maxmemory_bytes (redis_maxmemory)"),
     }
     if worker_groups is None:
         worker_groups = []

@@ -2,78 +2,345 @@
 
 The preflight task files run on the controller itself (connection local, check mode): no container needed.
 Every role first passes with good values, so each failure below comes from the one bad value it adds.
+
+One ansible-playbook run per role checks all its cases at once: each case is an inventory host of its own
+(connection local) with GOOD[role] plus the case's values as host variables, so a failure stops only that host.
+Values arrive as JSON in the inventory: a string stays a string, as from an INI inventory or -e key=value.
 """
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 
 import pytest
+import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PLAYBOOK = """
-- hosts: localhost
-  connection: local
-  gather_facts: true
+ROLES = ("baseline", "plan", "redis", "worker", "flower")
+PLAY = """
+- name: Preflight of {role}
+  hosts: {hosts}
+  gather_facts: false  # from the fact cache: see gather_facts_once
   tasks:
     - ansible.builtin.include_role:
         name: vpsstack.celery.{role}
-        tasks_from: preflight
+        tasks_from: {tasks_from}
 """
 # Good values for this controller: nofile well below any host's ceiling, a real app directory.
 GOOD = {
-    "baseline": {"baseline_allow_unsupported_os": True, "baseline_nofile": 4096},
-    "redis": {"redis_maxclients": 1000},
+    "baseline": {"baseline_allow_unsupported_os": True, "baseline_nofile": 4096, "baseline_swap_mb": 1},
+    "plan": {},
+    "redis": {"redis_maxclients": 1000, "redis_password": "admin-password", "redis_celery_password": "pw",
+              "redis_allowed_hosts": ["10.0.0.0/24"]},
     "worker": {"worker_app_src": os.path.join(REPO, "examples", "demo_app"), "worker_nofile": 4096,
                "worker_broker_password": "test-password"},
     "flower": {"flower_users": [{"name": "ops", "password": "twelve chars"}], "flower_nofile": 4096,
-               "flower_broker_password": "test-password"},
+               "flower_broker_password": "test-password", "flower_visibility_timeout": 3900},
 }
+# Cases whose value this controller decides: the OS gate must stay open on a controller that is not Ubuntu 24.04.
+CONTROLLER_DECIDES = {"baseline_allow_unsupported_os": "yes"}
 
 
-def run_preflight(tmp_path, role, extra):
-    playbook = tmp_path / "preflight.yml"
-    playbook.write_text(PLAYBOOK.format(role=role))
-    extra_vars = tmp_path / "vars.json"
-    extra_vars.write_text(json.dumps({**GOOD[role], **extra}))
+def boolean_variables(role):
+    """Every option of the role's argument_specs declared type bool: a new boolean is covered automatically."""
+    with open(os.path.join(REPO, "roles", role, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
+        options = yaml.safe_load(handle)["argument_specs"]["main"]["options"]
+    return sorted(name for name, spec in options.items() if spec.get("type") == "bool")
+
+
+def ansible_env(workdir):
+    # Facts come from a JSON fact cache filled once per run (gather_facts_once): every case host is this
+    # controller, and gathering them dozens of times is most of the run time.
+    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".build", "collections"),
+                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
+                ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_NOCOLOR="1", ANSIBLE_FORKS="8",
+                ANSIBLE_DEPRECATION_WARNINGS="false", ANSIBLE_CACHE_PLUGIN="ansible.builtin.jsonfile",
+                ANSIBLE_CACHE_PLUGIN_CONNECTION=str(workdir / "facts"))
+
+
+def gather_facts_once(workdir, hosts):
+    """Gather the controller's facts once and store them in the fact cache under every case host's name."""
+    cache = workdir / "facts"
+    cache.mkdir()
+    seed = workdir / "seed.json"
+    seed.write_text(json.dumps({"all": {"hosts": {"seed": local_host()}}}))
+    subprocess.run(["ansible", "-i", str(seed), "seed", "-m", "ansible.builtin.setup"], env=ansible_env(workdir),
+                   capture_output=True, text=True, check=True)
+    (seeded,) = cache.iterdir()  # the file name carries a cache-format prefix (e.g. "s1_seed")
+    prefix = seeded.name[:-len("seed")]
+    for host in hosts:
+        (cache / (prefix + host)).write_text(seeded.read_text())
+
+
+def run_cases(workdir, plays, inventory):
+    """Run the plays against the inventory; return {host: [failure messages]} (an empty list: it passed)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    playbook = workdir / "preflight.yml"
+    playbook.write_text("".join(PLAY.format(**play) for play in plays))
+    inventory_file = workdir / "inventory.json"
+    inventory_file.write_text(json.dumps(inventory))
+    hosts = set()
+    for group in [inventory["all"]] + list(inventory["all"].get("children", {}).values()):
+        hosts.update(group.get("hosts", {}))
+    gather_facts_once(workdir, hosts)
+    proc = subprocess.run(["ansible-playbook", "--check", "-i", str(inventory_file), str(playbook)],
+                          capture_output=True, text=True, env=ansible_env(workdir), check=False)
+    try:
+        result = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        pytest.fail("ansible-playbook did not report: %s %s" % (proc.stdout[-2000:], proc.stderr[-2000:]))
+    failures = {}
+    for play in result["plays"]:
+        for task in play["tasks"]:
+            for name, host in task["hosts"].items():
+                failures.setdefault(name, [])
+                if host.get("failed") or host.get("unreachable"):
+                    items = [r.get("msg", "") for r in host.get("results", []) if r.get("failed")]
+                    failures[name] += items or [host.get("msg", "")]
+    return failures
+
+
+def local_host(**hostvars):
+    return {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **hostvars}
+
+
+# ------------------------------------------------------------------ cases: (role, case id, extra vars, expected)
+# expected: None = passes, else a string the single failure message must contain (the variable's name).
+BAD = [
+    ("baseline", "nofile-too-big", {"baseline_nofile": 99999999}, "baseline_nofile"),
+    ("baseline", "nofile-word", {"baseline_nofile": "lots"}, "baseline_nofile"),
+    ("baseline", "swappiness", {"baseline_swappiness": 201}, "baseline_swappiness"),
+    ("baseline", "overcommit", {"baseline_overcommit_memory": 3}, "baseline_overcommit_memory"),
+    ("baseline", "swap-unit", {"baseline_swap_mb": "2G"}, "baseline_swap_mb"),
+    ("baseline", "timezone-unknown-on-target", {"baseline_timezone": "Mars/Olympus_Mons"}, "baseline_timezone"),
+    ("plan", "maxmemory-percent", {"plan_redis_maxmemory": "70%"}, "redis_maxmemory"),
+    ("redis", "policy", {"redis_maxmemory_policy": "allkeys-lru"}, "redis_maxmemory_policy"),
+    ("redis", "fsync", {"redis_appendfsync": "sometimes"}, "redis_appendfsync"),
+    ("redis", "port", {"redis_port": 70000}, "redis_port"),
+    ("redis", "public-bind-without-auth", {"redis_bind_extra": ["10.0.0.5"], "redis_auth_enabled": False},
+     "redis_auth_enabled"),
+    # The plan (a dependency) refuses first: it would size workers into memory Redis will use.
+    ("redis", "maxmemory-too-big", {"redis_maxmemory": "999999mb"}, "redis_maxmemory"),
+    ("redis", "maxmemory-percent", {"redis_maxmemory": "70%"}, "redis_maxmemory"),
+    ("redis", "bind-string", {"redis_bind_extra": "10.0.0.5"}, "redis_bind_extra"),
+    ("redis", "save-string", {"redis_save": "3600 1"}, "redis_save"),
+    ("redis", "save-one-number", {"redis_save": ["3600"]}, "redis_save"),
+    ("redis", "save-zero-changes", {"redis_save": ["3600 0"]}, "redis_save"),
+    ("redis", "save-unit", {"redis_save": ["1h 1"]}, "redis_save"),
+    ("redis", "bind-hostname", {"redis_bind_extra": ["redis.internal"], "redis_auth_enabled": True},
+     "redis_bind_extra"),
+    ("redis", "bind-network", {"redis_bind_extra": ["10.0.0.0/24"], "redis_auth_enabled": True},
+     "redis_bind_extra"),
+    ("worker", "pool", {"worker_groups": [{"name": "default", "pool": "fork"}]}, "worker_groups"),
+    ("worker", "autoscale-gevent", {"worker_groups": [{"name": "io", "pool": "gevent", "autoscale": "10,2"}]},
+     "autoscale"),
+    ("worker", "visibility", {"worker_visibility_timeout": 60}, "worker_visibility_timeout"),
+    ("worker", "no-password", {"worker_broker_password": ""}, "worker_broker_url"),
+    ("worker", "nofile-too-big", {"worker_nofile": 99999999}, "worker_nofile"),
+    ("worker", "nofile-word", {"worker_nofile": "lots"}, "worker_nofile"),
+    ("worker", "queue-space", {"worker_groups": [{"name": "default", "queues": ["high prio"]}]}, "worker_groups"),
+    ("worker", "queue-percent", {"worker_groups": [{"name": "default", "queues": ["a%b"]}]}, "worker_groups"),
+    ("worker", "extra-arg-space",
+     {"worker_groups": [{"name": "default", "extra_args": ["--max-tasks-per-child 5"]}]}, "extra_args"),
+    ("worker", "extra-arg-percent", {"worker_groups": [{"name": "default", "extra_args": ["--hostname=w@%h"]}]},
+     "extra_args"),
+    ("worker", "extra-arg-concurrency", {"worker_groups": [{"name": "default", "extra_args": ["--concurrency=8"]}]},
+     "extra_args"),
+    ("worker", "extra-arg-c", {"worker_groups": [{"name": "default", "extra_args": ["-c", "8"]}]}, "extra_args"),
+    ("worker", "extra-arg-autoscale", {"worker_groups": [{"name": "default", "extra_args": ["--autoscale=4,1"]}]},
+     "extra_args"),
+    ("worker", "extra-arg-pool", {"worker_groups": [{"name": "default", "extra_args": ["--pool", "solo"]}]},
+     "extra_args"),
+    ("worker", "extra-arg-P", {"worker_groups": [{"name": "default", "extra_args": ["-Psolo"]}]}, "extra_args"),
+    ("worker", "extra-arg-queues", {"worker_groups": [{"name": "default", "extra_args": ["-Q", "other"]}]},
+     "extra_args"),
+    ("worker", "extra-arg-hostname", {"worker_groups": [{"name": "default", "extra_args": ["-n", "w1"]}]},
+     "extra_args"),
+    ("worker", "extra-arg-max-memory",
+     {"worker_groups": [{"name": "default", "extra_args": ["--max-memory-per-child=200000"]}]}, "extra_args"),
+    ("worker", "group-loglevel", {"worker_groups": [{"name": "default", "loglevel": "verbose"}]}, "loglevel"),
+    ("worker", "loglevel", {"worker_loglevel": "LOUD"}, "worker_loglevel"),
+    ("worker", "app-percent", {"worker_app": "demo%app.tasks"}, "worker_app"),
+    ("worker", "app-space", {"worker_app": "demo_app.tasks extra"}, "worker_app"),
+    ("worker", "log-maxbytes-space", {"worker_log_maxbytes": "50 MB"}, "worker_log_maxbytes"),
+    ("worker", "log-maxbytes-unit", {"worker_log_maxbytes": "50M"}, "worker_log_maxbytes"),
+    ("worker", "stop-margin", {"worker_stop_margin": -5}, "worker_stop_margin"),
+    ("worker", "results-never-expire", {"worker_result_expires": 0}, "worker_result_expires"),
+    ("worker", "setting-uppercase", {"worker_extra_settings": {"Task_acks_late": True}}, "worker_extra_settings"),
+    ("worker", "setting-private", {"worker_extra_settings": {"_secret": 1}}, "worker_extra_settings"),
+    ("worker", "setting-dash", {"worker_extra_settings": {"task-acks-late": True}}, "worker_extra_settings"),
+    ("flower", "weak-password", {"flower_users": [{"name": "ops", "password": "short"}]}, "flower_users"),
+    ("flower", "plain-http", {"flower_listen_address": "10.0.0.5"}, "flower_listen_address"),
+    ("flower", "nofile-too-big", {"flower_nofile": 99999999}, "flower_nofile"),
+    ("flower", "nofile-word", {"flower_nofile": "lots"}, "flower_nofile"),
+    ("flower", "socket", {"flower_socket": "/tmp/flower.sock"}, "flower_socket"),
+    ("flower", "visibility-unknown", {"flower_visibility_timeout": "auto"}, "flower_visibility_timeout"),
+]
+# Values near the refusals that must still pass.
+EDGE = [
+    ("baseline", "nofile-auto", {"baseline_nofile": "auto"}),
+    ("plan", "maxmemory-units", {"plan_redis_maxmemory": "256MB"}),
+    ("redis", "binds-ipv4-ipv6-optional", {"redis_bind_extra": ["10.0.0.5", "-fd00::5"], "redis_save": [],
+                                           "redis_auth_enabled": "yes", "redis_maxmemory": "64mb"}),
+    ("worker", "nofile-auto-and-legit-args", {
+        "worker_nofile": "auto", "worker_loglevel": "debug", "worker_log_maxbytes": "1gb", "worker_stop_margin": 0,
+        "worker_extra_settings": {"task_default_queue": "celery"},
+        "worker_groups": [{"name": "default", "loglevel": "warning", "queues": ["celery", "high-prio"],
+                           "extra_args": ["--without-gossip", "-O", "fair", "--prefetch-multiplier=1"]}]}),
+    ("worker", "results-never-expire-under-noeviction",
+     {"worker_result_expires": 0, "redis_maxmemory_policy": "noeviction"}),
+    ("flower", "nofile-auto", {"flower_nofile": "auto"}),
+]
+
+
+def all_cases():
+    cases = {role: {"good": (GOOD[role], None)} for role in ROLES}
+    for role, case, extra, named in BAD:
+        cases[role]["bad-" + case] = ({**GOOD[role], **extra}, named)
+    for role, case, extra in EDGE:
+        cases[role]["edge-" + case] = ({**GOOD[role], **extra}, None)
+    for role in ROLES:
+        names = boolean_variables(role)
+        # The plan (a dependency) validates plan_strict against its argument_specs: keep it a real boolean there.
+        pinned = {"plan_strict": True} if role != "plan" else {}
+        for word in ("true", "false"):
+            values = {name: CONTROLLER_DECIDES.get(name, word) if word == "false" else word for name in names}
+            cases[role]["bool-" + word] = ({**GOOD[role], **pinned, **values}, None)
+        cases[role]["bool-maybe"] = ({**GOOD[role], **pinned, **{name: "maybe" for name in names}}, names)
+    return cases
+
+
+CASES = all_cases()
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory):
+    """Run every role's cases once (one playbook run per role) and cache the failures per case."""
+    results = {}
+
+    def get(role):
+        if role not in results:
+            workdir = tmp_path_factory.mktemp(role)
+            hosts = {case: local_host(**values) for case, (values, _) in CASES[role].items()}
+            swap = swap_cases(workdir) if role == "baseline" else {}
+            hosts.update({case: local_host(**GOOD[role], **values) for case, (values, _) in swap.items()})
+            results[role] = run_cases(workdir, [{"role": role, "hosts": "all", "tasks_from": "preflight"}],
+                                      {"all": {"hosts": hosts}})
+        return results[role]
+    return get
+
+
+def swap_cases(workdir):
+    """An existing file at baseline_swap_file: refused without a swap signature, accepted with one."""
+    junk, swap = workdir / "not-swap", workdir / "swap"
+    junk.write_bytes(b"precious data\n" * 1000)
+    swap.write_bytes(b"\0" * 1048576)
+    subprocess.run(["mkswap", str(swap)], check=True, capture_output=True)
+    return {
+        "bad-swap-file-without-signature": ({"baseline_swap_supported": True, "baseline_swap_file": str(junk)},
+                                            "baseline_swap_file"),
+        "edge-swap-file-with-signature": ({"baseline_swap_supported": True, "baseline_swap_file": str(swap)}, None),
+    }
+
+
+def case_ids(prefix):
+    return [(role, case) for role in ROLES for case in CASES[role] if case.startswith(prefix)]
+
+
+@pytest.mark.parametrize("role, case", case_ids("good") + case_ids("edge-") + case_ids("bool-true")
+                         + case_ids("bool-false"))
+def test_passes(outcome, role, case):
+    assert outcome(role)[case] == []
+
+
+@pytest.mark.parametrize("role, case", case_ids("bad-"))
+def test_bad_value_fails_naming_the_variable(outcome, role, case):
+    failures = outcome(role)[case]
+    named = CASES[role][case][1]
+    assert len(failures) == 1, failures
+    assert named in failures[0], failures
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_boolean_refuses_a_non_boolean_string(outcome, role):
+    failures = outcome(role)["bool-maybe"]
+    names = CASES[role]["bool-maybe"][1]
+    assert names, "no type: bool option in %s's argument_specs" % role
+    for name in names:
+        assert any(msg.startswith(name + " must be a boolean") for msg in failures), (name, failures)
+
+
+def test_existing_swap_file_must_be_swap(outcome):
+    # These cases need files, so the baseline run adds them (swap_cases) instead of CASES.
+    result = outcome("baseline")
+    assert result["edge-swap-file-with-signature"] == []
+    failures = result["bad-swap-file-without-signature"]
+    assert len(failures) == 1 and "baseline_swap_file" in failures[0], failures
+
+
+# ------------------------------------------------------------------ broker address (inventory with a redis group)
+def broker_inventory():
+    redis_host = local_host(redis_bind_extra=["10.0.0.5"])
+    app = {"worker": GOOD["worker"], "flower": GOOD["flower"]}
+    cases = {}
+    for role in ("worker", "flower"):
+        key = role + "_broker_host"
+        cases[role] = {
+            role + "-bind-address": ({key: "10.0.0.5"}, None),
+            role + "-loopback": ({key: "127.0.0.1"}, [key, "redis_bind_extra"]),
+            role + "-other-address": ({key: "10.9.9.9"}, [key, "redis_bind_extra"]),
+        }
+    inventory = {"all": {"children": {
+        "redis": {"hosts": {"redis-host": redis_host, "colocated-worker": local_host(**GOOD["worker"],
+                                                                                    worker_broker_host="127.0.0.1")}},
+        "workers": {"hosts": {"colocated-worker": {}, **{
+            case: local_host(**app["worker"], **values) for case, (values, _) in cases["worker"].items()}}},
+        "flower": {"hosts": {
+            case: local_host(**app["flower"], **values) for case, (values, _) in cases["flower"].items()}},
+    }}}
+    return inventory, {**cases["worker"], **cases["flower"], "colocated-worker": ({}, None)}
+
+
+BROKER_INVENTORY, BROKER_CASES = broker_inventory()
+
+
+@pytest.fixture(scope="module")
+def broker_outcome(tmp_path_factory):
+    plays = [{"role": "worker", "hosts": "workers", "tasks_from": "preflight"},
+             {"role": "flower", "hosts": "flower", "tasks_from": "preflight"}]
+    return run_cases(tmp_path_factory.mktemp("broker"), plays, BROKER_INVENTORY)
+
+
+@pytest.mark.parametrize("case", sorted(BROKER_CASES))
+def test_broker_host_must_be_a_redis_bind_address(broker_outcome, case):
+    failures = broker_outcome[case]
+    named = BROKER_CASES[case][1]
+    if named is None:
+        assert failures == []
+    else:
+        assert len(failures) == 1 and all(word in failures[0] for word in named), failures
+
+
+# ------------------------------------------------------------------ the plan counts RDB-only persistence
+def test_rdb_snapshots_alone_count_as_persistence(tmp_path):
+    """redis_appendonly false with save points still forks (BGSAVE): the plan keeps the fork headroom."""
+    inventory = {"all": {"hosts": {
+        "rdb-only": local_host(plan_redis_local=True, redis_appendonly="false", redis_save=["3600 1"]),
+        "no-persistence": local_host(plan_redis_local=True, redis_appendonly="false", redis_save=[]),
+    }}}
+    workdir = tmp_path / "plan"
+    workdir.mkdir()
+    (workdir / "show.yml").write_text(
+        "- hosts: all\n  gather_facts: true\n  roles: [vpsstack.celery.plan]\n  tasks:\n"
+        "    - ansible.builtin.debug:\n        msg: \"headroom={{ vpsstack_plan.redis.fork_headroom_mb }}\"\n")
+    (workdir / "inventory.json").write_text(json.dumps(inventory))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".build", "collections"),
-               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
                ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(["ansible-playbook", "--check", str(playbook), "-e", "@" + str(extra_vars)],
-                          capture_output=True, text=True, env=env, check=False)
-    result = json.loads(proc.stdout)
-    failures = [host["msg"] for play in result["plays"] for task in play["tasks"]
-                for name, host in task["hosts"].items() if host.get("failed")]
-    return proc.returncode, failures
-
-
-@pytest.mark.parametrize("role", sorted(GOOD))
-def test_good_values_pass(tmp_path, role):
-    assert run_preflight(tmp_path, role, {}) == (0, [])
-
-
-@pytest.mark.parametrize("role, extra, named", [
-    ("baseline", {"baseline_nofile": 99999999}, "baseline_nofile"),
-    ("baseline", {"baseline_swappiness": 201}, "baseline_swappiness"),
-    ("baseline", {"baseline_overcommit_memory": 3}, "baseline_overcommit_memory"),
-    ("baseline", {"baseline_swap_mb": "2G"}, "baseline_swap_mb"),
-    ("redis", {"redis_maxmemory_policy": "allkeys-lru"}, "redis_maxmemory_policy"),
-    ("redis", {"redis_appendfsync": "sometimes"}, "redis_appendfsync"),
-    ("redis", {"redis_port": 70000}, "redis_port"),
-    ("redis", {"redis_bind_extra": ["10.0.0.5"], "redis_auth_enabled": False}, "redis_auth_enabled"),
-    ("redis", {"redis_maxmemory": "999999mb"}, "redis_maxmemory"),
-    ("worker", {"worker_groups": [{"name": "default", "pool": "fork"}]}, "worker_groups"),
-    ("worker", {"worker_groups": [{"name": "io", "pool": "gevent", "autoscale": "10,2"}]}, "autoscale"),
-    ("worker", {"worker_visibility_timeout": 60}, "worker_visibility_timeout"),
-    ("worker", {"worker_broker_password": ""}, "worker_broker_url"),
-    ("worker", {"worker_nofile": 99999999}, "worker_nofile"),
-    ("flower", {"flower_users": [{"name": "ops", "password": "short"}]}, "flower_users"),
-    ("flower", {"flower_listen_address": "10.0.0.5"}, "flower_listen_address"),
-    ("flower", {"flower_nofile": 99999999}, "flower_nofile"),
-    ("flower", {"flower_socket": "/tmp/flower.sock"}, "flower_socket"),
-])
-def test_bad_value_fails_naming_the_variable(tmp_path, role, extra, named):
-    rc, failures = run_preflight(tmp_path, role, extra)
-    assert rc != 0 and len(failures) == 1, failures
-    assert named in failures[0]
+    proc = subprocess.run(["ansible-playbook", "--check", "-i", str(workdir / "inventory.json"),
+                           str(workdir / "show.yml")], capture_output=True, text=True, env=env, check=False)
+    tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
+    shown = {host: result["msg"] for host, result in tasks[-1]["hosts"].items()}
+    assert shown["no-persistence"] == "headroom=0"
+    assert shown["rdb-only"] != "headroom=0" and shown["rdb-only"].startswith("headroom=")

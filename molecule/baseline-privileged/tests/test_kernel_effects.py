@@ -35,3 +35,17 @@ def test_swap_file_mode_and_signature(host):
 def test_swap_file_in_fstab_once(host):
     entries = [ln.split() for ln in host.file("/etc/fstab").content_string.splitlines() if ln.startswith(SWAP)]
     assert entries == [[SWAP, "none", "swap", "sw", "0", "0"]]
+
+
+def test_a_file_without_swap_signature_is_refused_and_kept(host):
+    # side_effect.yml pointed baseline_swap_file at a data file: preflight refused, the data is untouched.
+    assert "baseline_swap_file=/var/swap/precious" in host.file("/root/swap-refusal.txt").content_string
+    assert host.file("/var/swap/precious").content_string == "precious data\n"
+    assert "/var/swap/precious" not in host.file("/proc/swaps").content_string
+
+
+def test_sysctl_file_sorts_after_every_99_file(host):
+    assert host.file("/etc/sysctl.d/99-zz-vpsstack.conf").exists
+    assert not host.file("/etc/sysctl.d/60-vpsstack.conf").exists
+    names = sorted(n for n in host.check_output("ls /etc/sysctl.d").split() if n.endswith(".conf"))
+    assert names[-1] == "99-zz-vpsstack.conf"

@@ -9,7 +9,7 @@ from live import nofile_of, scenario_hosts  # noqa: E402
 
 testinfra_hosts = scenario_hosts("all")
 
-NOFILE = 20000  # molecule.yml: baseline_nofile
+NOFILE = 20000  # baseline_nofile auto = min(65535, the container's hard limit 20000)
 
 
 def test_new_services_get_the_open_file_limit(host):
@@ -33,9 +33,17 @@ def test_timezone_is_set(host):
     assert host.check_output("date +%Z") in ("CET", "CEST")
 
 
-def test_timesync_is_enabled(host):
-    # In a container the unit is condition-skipped by design (the host owns the clock); on a VM it runs.
-    assert host.service("systemd-timesyncd").is_enabled
+def test_timesync_leaves_an_installed_chrony_alone(host):
+    # prepare.yml installed chrony; installing systemd-timesyncd would have removed it (apt conflict).
+    assert host.package("chrony").is_installed
+    assert not host.package("systemd-timesyncd").is_installed
+
+
+def test_timezone_unknown_to_the_host_is_refused(host):
+    # side_effect.yml removed Antarctica/Troll from the host (the controller has it) and ran the role with it.
+    refusal = host.file("/root/timezone-refusal.txt").content_string
+    assert "baseline_timezone=Antarctica/Troll" in refusal
+    assert host.check_output("timedatectl show -p Timezone --value") == "Europe/Berlin"
 
 
 def test_python_venv_and_build_toolchain(host):
@@ -52,9 +60,19 @@ def test_pip_in_a_venv_trusts_the_configured_ca(host):
 
 
 def test_sysctl_persisted_even_where_proc_sys_is_read_only(host):
-    conf = host.file("/etc/sysctl.d/60-vpsstack.conf")
+    conf = host.file("/etc/sysctl.d/99-zz-vpsstack.conf")
     assert "vm.overcommit_memory=1" in conf.content_string.replace(" ", "")
     assert conf.mode == 0o644
+    assert not host.file("/etc/sysctl.d/60-vpsstack.conf").exists
+
+
+def test_sysctl_file_wins_at_boot(host):
+    # systemd-sysctl applies the files in this order, the last value of a key wins: ours must come after the
+    # cloud image's 99-cloudimg.conf (prepare.yml, vm.swappiness = 60).
+    config = host.check_output("systemd-analyze cat-config sysctl.d")
+    values = [ln.split("=", 1)[1].strip() for ln in config.splitlines()
+              if ln.replace(" ", "").startswith("vm.swappiness=")]
+    assert "60" in values and values[-1] == "10"
 
 
 @pytest.mark.parametrize("path", ["/swapfile"])

@@ -151,6 +151,48 @@ def test_redis_split_with_and_without_persistence():
     assert off["maxmemory_bytes"] == off["share_mb"] * MIB * 70 // 100
 
 
+@pytest.mark.parametrize("value, expected", [
+    (268435456, 256 * MIB), ("256mb", 256 * MIB), ("256MB", 256 * MIB), ("256m", 256 * 10 ** 6),
+    ("1gb", 1024 * MIB), ("1g", 10 ** 9), ("500kb", 500 * 1024), ("123", 123), ("123b", 123),
+])
+def test_redis_bytes_reads_redis_units(value, expected):
+    assert sizing.redis_bytes(value) == expected
+
+
+@pytest.mark.parametrize("value", ["70%", "256 mb", "256tb", "-1", 0, "0mb", "lots", True])
+def test_redis_bytes_refuses_what_redis_would_misread(value):
+    with pytest.raises(SizingError, match="redis_maxmemory"):
+        sizing.redis_bytes(value)
+
+
+def test_explicit_redis_maxmemory_is_what_the_plan_reserves():
+    auto = memory_plan(res(2048, 2), [group(child_mb=400)], redis_local=True)
+    plan = memory_plan(res(2048, 2), [group(child_mb=400)], redis_local=True, redis_maxmemory_bytes="300mb")
+    redis = plan["redis"]
+    assert redis["maxmemory_bytes"] == 300 * MIB
+    # Same overhead (70 %) and fork headroom (persistence) as a computed maxmemory.
+    assert redis["share_mb"] == 2 * -(-300 * 100 // 70) and redis["fork_headroom_mb"] == redis["share_mb"] // 2
+    # The workers are sized into what is left, so they get less than with the computed share.
+    assert plan["worker_groups"][0]["concurrency"] < auto["worker_groups"][0]["concurrency"]
+    assert plan["total_mb"] <= 2048
+    no_fork = memory_plan(res(2048, 2), [group()], redis_local=True, redis_persistence=False,
+                          redis_maxmemory_bytes=300 * MIB)["redis"]
+    assert no_fork["fork_headroom_mb"] == 0 and no_fork["share_mb"] == -(-300 * 100 // 70)
+
+
+def test_explicit_redis_maxmemory_is_ignored_without_local_redis():
+    plan = memory_plan(res(2048, 2), [group()], redis_local=False, redis_maxmemory_bytes="300mb")
+    assert plan["redis"]["share_mb"] == 0 and plan["redis"]["maxmemory_bytes"] == 0
+
+
+def test_explicit_redis_maxmemory_that_does_not_fit():
+    with pytest.raises(SizingError, match=r"Redis maxmemory 999 MB \(redis_maxmemory\).*needs at least"):
+        memory_plan(res(1024), [group()], redis_local=True, redis_maxmemory_bytes="999mb")
+    plan = memory_plan(res(1024), [group()], redis_local=True, redis_maxmemory_bytes="999mb", strict=False)
+    assert plan["total_mb"] <= 1024 and plan["redis"]["maxmemory_bytes"] == 999 * MIB
+    assert any("redis_maxmemory" in w for w in plan["warnings"])
+
+
 def test_dedicated_redis_host_gets_everything_left():
     plan = memory_plan(res(4096, 2), [], redis_local=True)
     assert plan["redis"]["share_mb"] == 4096 - 300
@@ -415,6 +457,7 @@ OPTIONS = st.fixed_dictionaries({
     "flower": st.booleans(),
     "redis_share_pct": st.one_of(st.just("auto"), st.integers(1, 90)),
     "redis_maxmemory_pct": st.integers(1, 100),
+    "redis_maxmemory_bytes": st.one_of(st.just("auto"), st.integers(1, 4096).map(lambda mb: mb * MIB)),
 })
 RAM = st.integers(1, 65536)
 VCPUS = st.one_of(st.integers(1, 32), st.floats(0.1, 32, allow_nan=False))
