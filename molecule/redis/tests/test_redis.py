@@ -86,6 +86,58 @@ def test_config_matches_plan(host, hv, plan):
     assert "aof_enabled:1" in out(host, hv, "INFO", "persistence")
 
 
+def record(host, name):
+    return json.loads(host.file(f"/root/vpsstack-{name}.json").content_string)
+
+
+def test_check_mode_left_stock_redis_alone(host):
+    """prepare.yml left stock Redis (AOF off) with queued tasks; the --check run must not have touched it."""
+    stock, seen = record(host, "prepare"), record(host, "after-check")
+    print(f"check run: queue {stock['llen']} -> {seen['llen']}, keys {stock['dbsize']} -> {seen['dbsize']}, "
+          f"appendonly {seen['appendonly']}, same process {stock['run_id'] == seen['run_id']}")
+    assert stock["llen"] == 500
+    assert (seen["llen"], seen["dbsize"], seen["run_id"]) == (stock["llen"], stock["dbsize"], stock["run_id"])
+    assert seen["appendonly"] == "no"
+    assert not seen["restart_conf_exists"]
+
+
+def test_adoption_kept_every_queued_task(host, hv):
+    """Converge switched AOF on at runtime before restarting: the tasks are there, and in the AOF."""
+    stock = record(host, "prepare")
+    assert record(host, "after-converge")["llen"] == stock["llen"]
+    assert int(out(host, hv, "LLEN", "celery")) == stock["llen"]
+    old = main_pid(host)
+    started = time.time()
+    host.check_output("systemctl restart redis-server")
+    wait_ping(host, hv, old)
+    elapsed = time.time() - started
+    # With appendonly yes Redis loads only the AOF: what is here now came from it, not from dump.rdb.
+    llen = int(out(host, hv, "LLEN", "celery"))
+    print(f"adoption: {stock['llen']} queued before, {llen} after converge + restart ({elapsed:.1f} s)")
+    assert llen == stock["llen"]
+    assert out(host, hv, "LINDEX", "celery", 0) == "task-1"
+    assert out(host, hv, "LINDEX", "celery", -1) == f"task-{stock['llen']}"
+    assert out(host, hv, "GET", "plain-key") == "v1"
+    assert out(host, hv, "HGET", "unacked", "tag-1") == "message-1"
+    assert out(host, hv, "ZSCORE", "unacked_index", "tag-1") == "1"
+    assert out(host, hv, "GET", "other-db-key", db=1) == "v2"
+    assert host.file("/var/lib/redis/appendonlydir/appendonly.aof.manifest").exists
+
+
+def test_bad_config_never_replaces_a_good_one(host, hv):
+    rec = record(host, "bad-config")
+    print(f"bad directive: {rec['outcome']!r}; {rec['stderr'].strip().splitlines()[-2:]}")
+    assert "Write the restart-only settings" in rec["outcome"]
+    assert "Bad directive" in rec["stderr"]
+    assert rec["checksum_before"] == rec["checksum_after"]
+    assert rec["run_id_before"] == rec["run_id_after"]
+    assert "no-such-directive" not in host.file("/etc/redis/redis.d/restart.conf").content_string
+    assert out(host, hv, "PING") == "PONG"
+    # The throw-away server is gone and left nothing behind.
+    assert host.run("pgrep -f vpsstack-redis-chec[k]").rc == 1
+    assert host.run("ls -d /tmp/vpsstack-redis-check.*").rc != 0
+
+
 def test_config_files_are_private(host):
     for path in ("/etc/redis/redis.conf", "/etc/redis/redis.d/restart.conf",
                  "/etc/redis/redis.d/runtime.conf", "/etc/redis/redis.d/users.conf"):
