@@ -10,6 +10,8 @@ COLLECTIONS := $(abspath .build/collections)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PATH := $(BIN):$(PATH)
 export VPSSTACK_IMAGE ?= localhost/ubuntu-systemd:24.04
+# Scenarios stay in molecule/ (the collection layout we publish); saying so keeps molecule from guessing.
+export MOLECULE_GLOB := molecule/*/molecule.yml
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
 .PHONY: help venv collection test-host lint unit preflight sanity build molecule test demo demo-destroy bench clean

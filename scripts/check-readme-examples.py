@@ -53,11 +53,11 @@ def main():
             problems.append("README.md inventory differs from molecule/stack/inventory/hosts:\n  README:   %s\n"
                             "  scenario: %s" % (shown, wanted))
     flower = [b for b in fenced_blocks(readme, "yaml") if "flower_users" in b]
-    scenario_vars = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["provisioner"]["inventory"]
+    scenario_flower = yaml.safe_load((SCENARIO / "inventory" / "group_vars" / "flower.yml").read_text())
     if len(flower) != 1:
         problems.append(f"README.md: expected one ```yaml block with flower_users, found {len(flower)}")
-    elif yaml.safe_load(flower[0]) != scenario_vars["group_vars"]["flower"]:
-        problems.append("README.md group_vars/flower.yml differs from molecule/stack/molecule.yml group_vars.flower")
+    elif yaml.safe_load(flower[0]) != scenario_flower:
+        problems.append("README.md group_vars/flower.yml differs from molecule/stack/inventory/group_vars/flower.yml")
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0

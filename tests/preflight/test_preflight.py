@@ -223,9 +223,9 @@ def outcome(tmp_path_factory):
     def get(role):
         if role not in results:
             workdir = tmp_path_factory.mktemp(role)
-            hosts = {case: local_host(**values) for case, (values, _) in CASES[role].items()}
+            hosts = {case: local_host(**values) for case, (values, _named) in CASES[role].items()}
             swap = swap_cases(workdir) if role == "baseline" else {}
-            hosts.update({case: local_host(**GOOD[role], **values) for case, (values, _) in swap.items()})
+            hosts.update({case: local_host(**GOOD[role], **values) for case, (values, _named) in swap.items()})
             results[role] = run_cases(workdir, [{"role": role, "hosts": "all", "tasks_from": "preflight"}],
                                       {"all": {"hosts": hosts}})
         return results[role]
@@ -293,12 +293,12 @@ def broker_inventory():
             role + "-other-address": ({key: "10.9.9.9"}, [key, "redis_bind_extra"]),
         }
     inventory = {"all": {"children": {
-        "redis": {"hosts": {"redis-host": redis_host, "colocated-worker": local_host(**GOOD["worker"],
-                                                                                    worker_broker_host="127.0.0.1")}},
+        "redis": {"hosts": {"redis-host": redis_host,
+                            "colocated-worker": local_host(**GOOD["worker"], worker_broker_host="127.0.0.1")}},
         "workers": {"hosts": {"colocated-worker": {}, **{
-            case: local_host(**app["worker"], **values) for case, (values, _) in cases["worker"].items()}}},
+            case: local_host(**app["worker"], **values) for case, (values, _named) in cases["worker"].items()}}},
         "flower": {"hosts": {
-            case: local_host(**app["flower"], **values) for case, (values, _) in cases["flower"].items()}},
+            case: local_host(**app["flower"], **values) for case, (values, _named) in cases["flower"].items()}},
     }}}
     return inventory, {**cases["worker"], **cases["flower"], "colocated-worker": ({}, None)}
 

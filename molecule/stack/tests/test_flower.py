@@ -16,6 +16,8 @@ testinfra_hosts = scenario_hosts("flower")
 USERS = {"ops": "stack flower pw"}  # molecule.yml: vault_flower_password behind the README's flower_users
 EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
 SOCKET = "/run/flower/flower.sock"
+
+
 def main_pid(host, unit):
     return int(host.check_output(f"systemctl show --property MainPID --value {unit}"))
 

@@ -124,7 +124,7 @@ def test_flower_and_the_wrapper_do_not_requeue_what_the_workers_hold():
     redis_cli(BROKER, "HSET", "unacked", tag, json.dumps([message, "celery", "vpsstack-nowhere"]))
     redis_cli(BROKER, "ZADD", "unacked_index", f"{time.time() - 3700:.0f}", tag)
     try:
-        for _ in range(3):
+        for _attempt in range(3):
             assert get(BROKER, "/api/workers?refresh=1", "ops", "stack flower pw")[0] == 200
             WORKER2.check_output("vpsstack-celery inspect ping --timeout 3")
         assert unacked_tag_present(tag), "Flower or vpsstack-celery re-queued a message the workers hold"

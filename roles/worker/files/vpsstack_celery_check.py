@@ -3,7 +3,8 @@
 - "mismatched": settings the loaded app reports differently from the rendered ENFORCED dict (names only: the
   values can hold the broker password);
 - "broker" / "backend": "ok" or why a PING to Redis with the app's own URLs failed, as this user on this host.
-Usage: python vpsstack_celery_check.py SETTINGS_MODULE. Run by the worker role with the programs' environment (PYTHONPATH, CELERY_CONFIG_MODULE, working directory).
+Usage: python vpsstack_celery_check.py SETTINGS_MODULE. Run by the worker role with the programs' environment
+(PYTHONPATH, CELERY_CONFIG_MODULE, working directory).
 """
 import importlib
 import json
