@@ -10,8 +10,9 @@ import testinfra.utils.ansible_runner
 
 
 def scenario_hosts(group="all"):
-    """The scenario's containers, reached directly through podman (not ansible's connection plugin)."""
-    runner = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+    """The scenario's containers, reached directly through podman (not ansible's connection plugin). The whole
+    inventory directory: a scenario may link its own inventory (groups, group_vars) beside molecule's file."""
+    runner = testinfra.utils.ansible_runner.AnsibleRunner(os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]))
     return ["podman://" + h for h in runner.get_hosts(group)]
 
 

@@ -67,7 +67,7 @@ def test_other_local_users_cannot_reach_flower_past_nginx(host):
     probe = ("runuser -u {user} -- python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
              f"s.connect('{SOCKET}'); print('connected')\"")
     assert host.run(probe.format(user="www-data")).stdout.strip() == "connected"
-    denied = host.run(probe.format(user="celery"))
+    denied = host.run(probe.format(user="nobody"))
     assert denied.rc != 0 and "PermissionError" in denied.stderr
     # Flower itself has no TCP listener: only nginx listens on 5555.
     listeners = host.check_output("ss -Hltnp")
