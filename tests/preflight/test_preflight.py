@@ -137,6 +137,9 @@ BAD = [
     ("worker", "autoscale-gevent", {"worker_groups": [{"name": "io", "pool": "gevent", "autoscale": "10,2"}]},
      "autoscale"),
     ("worker", "visibility", {"worker_visibility_timeout": 60}, "worker_visibility_timeout"),
+    # Above the longest ETA (3600) and above the hard limit (300), but below their sum.
+    ("worker", "visibility-below-sum", {"worker_visibility_timeout": 3700}, "worker_visibility_timeout"),
+    ("worker", "threads-no-limit", {"worker_groups": [{"name": "t", "pool": "threads"}]}, "worker_task_time_limit"),
     ("worker", "no-password", {"worker_broker_password": ""}, "worker_broker_url"),
     ("worker", "nofile-too-big", {"worker_nofile": 99999999}, "worker_nofile"),
     ("worker", "nofile-word", {"worker_nofile": "lots"}, "worker_nofile"),

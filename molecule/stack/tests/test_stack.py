@@ -21,8 +21,8 @@ BROKER, WORKER1, WORKER2, OUTSIDER = (testinfra.get_host(f"podman://{h}")
 EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
 REDIS = ("10.89.177.10", 6379)  # inventory/hosts: redis_bind_extra
 BEAT_PERIOD = 5.0  # tests/apps/django_project settings: CELERY_BEAT_SCHEDULE tick
-# Role defaults: max(worker_task_time_limit 300, worker_max_eta_seconds 3600) + worker_visibility_margin 300.
-VISIBILITY_TIMEOUT = 3900
+# Role defaults: worker_max_eta_seconds 3600 + worker_task_time_limit 300 + worker_visibility_margin 300.
+VISIBILITY_TIMEOUT = 4200
 
 
 def main_pid(host, unit):
@@ -141,7 +141,7 @@ PY"""
 
 def test_flower_and_the_wrapper_do_not_requeue_what_the_workers_hold():
     """kombu re-queues an unacked message older than the CONSUMER's visibility timeout. One aged 3700 s is
-    still held by the workers (3900 s): Flower (its workers page, refreshed) and vpsstack-celery must leave it;
+    still held by the workers (4200 s): Flower (its workers page, refreshed) and vpsstack-celery must leave it;
     a consumer on kombu's default 3600 s re-queues it, which shows the test can fail."""
     tag = f"vpsstack-aged-{time.time():.0f}"
     message = {"body": "", "headers": {}, "properties": {"delivery_tag": tag, "delivery_info": {}}}

@@ -89,12 +89,13 @@ def test_settings_module_is_private(host):
 def test_running_workers_use_the_host_settings_not_the_projects_celeryconfig(host):
     """The app (tests/apps/own_celeryconfig) loads its own celeryconfig.py: acks early, prefetch 4, a dead broker
     port, kombu's 3600 s. The running workers must report the host's values instead."""
-    plan_timeout = 300 + 3600  # max(worker_task_time_limit, worker_max_eta_seconds) + margin (role defaults)
+    # Role defaults: worker_max_eta_seconds 3600 + worker_task_time_limit 300 + worker_visibility_margin 300.
+    visibility_timeout = 3600 + 300 + 300
     replies = json.loads(host.check_output("vpsstack-celery inspect conf --json --timeout 10"))
     assert set(replies) >= {node(host, "default"), node(host, "io")}, replies
     for conf in replies.values():
         assert conf["task_acks_late"] is True and conf["worker_prefetch_multiplier"] == 1, conf
-        assert conf["broker_transport_options"] == {"visibility_timeout": plan_timeout + 300}, conf
+        assert conf["broker_transport_options"] == {"visibility_timeout": visibility_timeout}, conf
         assert conf["task_reject_on_worker_lost"] is True and conf["task_time_limit"] == 300, conf
         assert "@127.0.0.1:6379/0" in conf["broker_url"], "the project's dead broker URL won"
         assert "@127.0.0.1:6379/1" in conf["result_backend"], "the project's dead result backend won"
