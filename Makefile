@@ -14,7 +14,7 @@ export VPSSTACK_IMAGE ?= localhost/ubuntu-systemd:24.04
 export MOLECULE_GLOB := molecule/*/molecule.yml
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help venv collection test-host lint unit preflight sanity build molecule test demo demo-destroy bench clean
+.PHONY: help venv collection test-host lint unit preflight sanity build molecule test demo demo-destroy bench reliability clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -65,6 +65,14 @@ demo: venv collection test-host ## a demo stack (redis, workers, beat, flower) i
 
 bench: ## measure process memory and throughput of the running demo stack (docs/benchmarks.md)
 	$(PYTHON) benchmarks/worker_memory.py
+
+# Tasks per gevent scenario of `make reliability` (prefork scenarios get a fifth); molecule's verify runs 300.
+N ?= 10000
+reliability: venv collection test-host ## fault harness, full size (N=10000; N=...): converge, run, table into docs/reliability.md, destroy
+	molecule destroy -s reliability
+	molecule converge -s reliability
+	$(BIN)/python scripts/reliability.py --n $(N) --json .build/reliability.json --markdown docs/reliability.md; \
+	rc=$$?; molecule destroy -s reliability; exit $$rc
 
 demo-destroy: venv collection ## remove the demo containers
 	molecule destroy -s demo

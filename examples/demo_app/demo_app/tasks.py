@@ -26,8 +26,16 @@ def record_store():
     if _redis is None:
         import redis  # installed with celery[redis]
 
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
         url = urlsplit(app.conf.broker_url)._replace(path="/%d" % RECORD_DB).geturl()
-        _redis = redis.Redis.from_url(url, decode_responses=True)
+        # A task's own Redis calls must survive a Redis restart (refused connections, then LOADING while the
+        # AOF loads): Celery retries only its broker and result connections, not the task's (docs/worker.md).
+        _redis = redis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=5, socket_keepalive=True,
+            retry=Retry(ExponentialBackoff(cap=2, base=0.1), 60),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError])
     return _redis
 
 
@@ -79,4 +87,20 @@ def record(self, key, seconds=0.0):
     store.hincrby("started:%s" % key, self.request.id, 1)
     long_task.run(seconds)
     store.hincrby("done:%s" % key, self.request.id, 1)
+    return self.request.id
+
+
+@app.task(bind=True)
+def trace(self, key, seconds=0.0, leak_mb=0):
+    """record() plus the time of the first completion (done_at:<key>), for the fault harness
+    (scripts/reliability.py): it measures enqueue-to-done delay. leak_mb > 0 also leaks that much first."""
+    store = record_store()
+    store.hincrby("started:%s" % key, self.request.id, 1)
+    if leak_mb:
+        leak.run(leak_mb)
+    long_task.run(seconds)
+    pipe = store.pipeline()
+    pipe.hincrby("done:%s" % key, self.request.id, 1)
+    pipe.hsetnx("done_at:%s" % key, self.request.id, repr(time.time()))
+    pipe.execute()
     return self.request.id
