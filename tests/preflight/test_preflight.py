@@ -179,6 +179,13 @@ BAD = [
     ("flower", "nofile-too-big", {"flower_nofile": 99999999}, "flower_nofile"),
     ("flower", "nofile-word", {"flower_nofile": "lots"}, "flower_nofile"),
     ("flower", "socket", {"flower_socket": "/tmp/flower.sock"}, "flower_socket"),
+    ("worker", "eta-limit-zero", {"worker_eta_task_limit": 0}, "worker_eta_task_limit"),
+    ("worker", "eta-limit-word", {"worker_eta_task_limit": "many"}, "worker_eta_task_limit"),
+    ("worker", "soft-shutdown-negative", {"worker_soft_shutdown_timeout": -5}, "worker_soft_shutdown_timeout"),
+    ("worker", "disable-prefetch-word", {"worker_groups": [{"name": "default", "disable_prefetch": "sometimes"}]},
+     "disable_prefetch"),
+    ("redis", "worker-hosts-string", {"redis_worker_hosts": "worker1"}, "redis_worker_hosts"),
+    ("redis", "restart-wait-zero", {"redis_restart_wait_timeout": 0}, "redis_restart_wait_timeout"),
     ("flower", "visibility-unknown", {"flower_visibility_timeout": "auto"}, "flower_visibility_timeout"),
 ]
 # Values near the refusals that must still pass.
@@ -203,6 +210,9 @@ def all_cases():
     for role, case, extra, named in BAD:
         cases[role]["bad-" + case] = ({**GOOD[role], **extra}, named)
     for role, case, extra in EDGE:
+    ("worker", "celery-5.6-options", {"worker_eta_task_limit": "100", "worker_soft_shutdown_timeout": "2.5",
+                                      "worker_groups": [{"name": "default", "disable_prefetch": "yes"}]}),
+    ("redis", "worker-hosts-list", {"redis_worker_hosts": [], "redis_restart_wait_timeout": "60"}),
         cases[role]["edge-" + case] = ({**GOOD[role], **extra}, None)
     for role in ROLES:
         names = boolean_variables(role)

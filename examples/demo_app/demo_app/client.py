@@ -3,6 +3,9 @@
     python -m demo_app.client add 2 3
     python -m demo_app.client send-record KEY N SECONDS      -> list of task ids
     python -m demo_app.client send-record-on QUEUE KEY N SECONDS -> the same, to QUEUE (e.g. a gevent group's)
+    python -m demo_app.client send-record-for QUEUE KEY RATE SECONDS DURATION [STOP_FILE]
+                                                             -> RATE tasks/s for DURATION s (or until STOP_FILE
+                                                                exists): {"ids": [...], "failed": sends refused}
     python -m demo_app.client count-record KEY IDS_JSON [TIMEOUT] -> started/completed/duplicates/lost
     python -m demo_app.client leak MB [QUEUE]                -> pid of the child that ran it
     python -m demo_app.client stats NODE                     -> pool pids and max-concurrency of a worker
@@ -82,6 +85,26 @@ def report_trace(key, timeout=TIMEOUT, settle=0):
     }
 
 
+def send_record_for(queue, key, rate, seconds, duration, stop_file=None):
+    """Steady load across a fault: a send the broker refuses (after kombu's publish retries) is counted as failed,
+    not as sent, so `lost` in count-record only counts tasks the broker accepted."""
+    import os
+
+    record_store().delete("started:%s" % key, "done:%s" % key)
+    ids, failed = [], 0
+    interval = 1.0 / float(rate)
+    end = time.monotonic() + float(duration)
+    next_at = time.monotonic()
+    while time.monotonic() < end and not (stop_file and os.path.exists(stop_file)):
+        try:
+            ids.append(record.apply_async((key, float(seconds)), queue=queue).id)
+        except Exception:  # noqa: BLE001 - any refused publish counts as not sent
+            failed += 1
+        next_at += interval
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    return {"ids": ids, "failed": failed}
+
+
 def stats(node):
     reply = app.control.inspect(destination=[node], timeout=5).stats() or {}
     pool = reply.get(node, {}).get("pool", {})
@@ -101,6 +124,8 @@ def main(argv):
         queue, key, n, seconds = args[0], args[1], int(args[2]), float(args[3])
         record_store().delete("started:%s" % key, "done:%s" % key)
         out = [record.apply_async((key, seconds), queue=queue).id for _task in range(n)]
+    elif cmd == "send-record-for":
+        out = send_record_for(*args)
     elif cmd == "count-record":
         out = count_record(args[0], json.loads(args[1]), *(args[2:3]))
     elif cmd == "started-record":

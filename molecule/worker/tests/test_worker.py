@@ -5,7 +5,9 @@ that replace children or restart programs.
 """
 import json
 import os
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
 from live import nofile_of, scenario_hosts, wait_for  # noqa: E402
@@ -95,7 +97,11 @@ def test_running_workers_use_the_host_settings_not_the_projects_celeryconfig(hos
     assert set(replies) >= {node(host, "default"), node(host, "io")}, replies
     for conf in replies.values():
         assert conf["task_acks_late"] is True and conf["worker_prefetch_multiplier"] == 1, conf
-        assert conf["broker_transport_options"] == {"visibility_timeout": visibility_timeout}, conf
+        assert conf["broker_transport_options"]["visibility_timeout"] == visibility_timeout, conf
+        # Broker restarts (docs/worker.md): no cancel on connection loss, retries, keepalive and timeouts.
+        assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is False, conf
+        assert conf["broker_channel_error_retry"] is True and conf["result_backend_always_retry"] is True, conf
+        assert conf["broker_transport_options"]["socket_keepalive"] is True, conf
         assert conf["task_reject_on_worker_lost"] is True and conf["task_time_limit"] == 300, conf
         assert "@127.0.0.1:6379/0" in conf["broker_url"], "the project's dead broker URL won"
         assert "@127.0.0.1:6379/1" in conf["result_backend"], "the project's dead result backend won"
@@ -140,3 +146,103 @@ def test_graceful_restart_loses_no_task(host):
     assert counts["lost"] == [] and counts["completed"] == len(ids), counts
     assert counts["duplicates"] == 0, counts
     assert client(host, "add", 1, 1) == 2
+
+
+# --- Broker restarts (docs/worker.md, "Broker restarts"). Load runs in the container while Redis restarts:
+# prefork tasks of 2 s on the default group (2 children) and gevent tasks of 2 s on the io group.
+SUPERVISOR_LOG = "/var/log/supervisor/supervisord.log"
+LOADS = [("celery", "prefork", 0.5), ("io", "gevent", 10)]  # queue, label, tasks per second
+
+
+def start_load(host, key, queue, rate, stop_file, duration=240):
+    host.check_output(f"rm -f {stop_file} /tmp/{key}.json")
+    host.check_output(f"nohup sh -c \"{CLIENT} send-record-for {queue} {key} {rate} 2 {duration} {stop_file}"
+                      f" > /tmp/{key}.json 2>/tmp/{key}.err\" >/dev/null 2>&1 &")
+
+
+def finish_load(host, key, stop_file):
+    host.check_output(f"touch {stop_file}")
+    assert wait_for(lambda: host.file(f"/tmp/{key}.json").exists and host.file(f"/tmp/{key}.json").size > 0, 60)
+    return json.loads(host.file(f"/tmp/{key}.json").content_string)
+
+
+def log_sizes(host):
+    files = host.check_output("ls /var/log/celery/celery-*.log").split() + [SUPERVISOR_LOG]
+    return {f: int(host.check_output(f"stat -c %s {f}")) for f in files}
+
+
+def new_log_lines(host, sizes):
+    return {f: host.check_output(f"tail -c +{size + 1} {f}") for f, size in sizes.items()}
+
+
+def restart_under_load(host, name, restart):
+    """Load both pools, run restart(), stop the load, count. Returns counts per pool and the new log lines."""
+    sizes = log_sizes(host)
+    pids = {p: pid_of(host, p) for p in ("celery-default", "celery-io")}
+    stop_file = f"/tmp/{name}.stop"
+    for queue, label, rate in LOADS:
+        start_load(host, f"{name}-{label}", queue, rate, stop_file)
+    assert wait_for(lambda: client(host, "started-record", f"{name}-prefork") >= 2, 60), "no task started"
+    restart()
+    assert wait_for(lambda: host.run(REDIS_CLI + " PING").stdout.strip() == "PONG", 120)
+    time.sleep(5)  # tasks sent after the restart too
+    counts = {}
+    for _queue, label, _rate in LOADS:
+        sent = finish_load(host, f"{name}-{label}", stop_file)
+        counts[label] = client(host, "count-record", f"{name}-{label}", json.dumps(sent["ids"]), 180)
+        counts[label]["failed_sends"] = sent["failed"]
+        counts[label]["lost"] = len(counts[label]["lost"])
+    logs = new_log_lines(host, sizes)
+    counts["pids_unchanged"] = {p: pid_of(host, p) == pid for p, pid in pids.items()}
+    counts["crashes"] = [ln for text in logs.values() for ln in text.splitlines()
+                         if "Unrecoverable error" in ln or "not expected" in ln]
+    with open(os.path.join(EPHEMERAL, f"worker-{name}-counts.json"), "w") as fh:
+        json.dump(counts, fh, indent=1)
+    print(f"{name}: {json.dumps(counts)}")
+    return counts, logs
+
+
+REDIS_CLI = "REDISCLI_AUTH=molecule-admin-pw redis-cli -h 127.0.0.1"
+
+
+def test_redis_restart_through_the_role_loses_nothing(host):
+    """A restart-only change (redis_extra_config) through the redis role's own handler under load: the worker
+    programs are warm-stopped first, so nothing is lost, nothing runs twice, no worker crashes."""
+    run_id = host.check_output(REDIS_CLI + " INFO server | grep run_id")
+    playbook = os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "restart_redis.yml")
+    env = dict(os.environ)
+    if os.path.exists(os.path.join(EPHEMERAL, "ansible.cfg")):
+        env["ANSIBLE_CONFIG"] = os.path.join(EPHEMERAL, "ansible.cfg")
+    keepalive = str(int(host.check_output(REDIS_CLI + " CONFIG GET tcp-keepalive").split()[-1]) + 1)
+    played = {}
+
+    def restart():
+        played["run"] = subprocess.run(
+            ["ansible-playbook", "-i", os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]), playbook,
+             "-e", json.dumps({"redis_extra_config": {"tcp-keepalive": keepalive}})],
+            env=env, capture_output=True, text=True, timeout=900)
+
+    counts, logs = restart_under_load(host, "role-restart", restart)
+    run = played["run"]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "Warm-stop the worker programs" in run.stdout and "Start the worker programs again" in run.stdout
+    assert host.check_output(REDIS_CLI + " INFO server | grep run_id") != run_id, "Redis did not restart"
+    assert host.check_output(REDIS_CLI + " CONFIG GET tcp-keepalive").split()[-1] == keepalive
+    for label in ("prefork", "gevent"):
+        assert counts[label]["sent"] > 0 and counts[label]["lost"] == 0, counts
+        assert counts[label]["duplicates"] == 0 and counts[label]["restarted_runs"] == 0, counts
+    assert counts["crashes"] == [], counts
+    # A clean stop/start: supervisor logged the stops as expected ones.
+    assert "stopped: celery-default" in logs[SUPERVISOR_LOG], logs[SUPERVISOR_LOG]
+    assert "stopped: celery-io" in logs[SUPERVISOR_LOG], logs[SUPERVISOR_LOG]
+
+
+def test_raw_redis_restart_loses_nothing(host):
+    """`systemctl restart redis-server` without orchestration (a crash, an operator): the worker settings alone
+    (no cancel on connection loss, retries, result backend retry) must keep every accepted task."""
+    counts, _logs = restart_under_load(
+        host, "raw-restart", lambda: (time.sleep(5), host.check_output("systemctl restart redis-server")))
+    for label in ("prefork", "gevent"):
+        assert counts[label]["sent"] > 0 and counts[label]["lost"] == 0, counts
+    assert counts["crashes"] == [], counts
+    assert all(counts["pids_unchanged"].values()), counts
