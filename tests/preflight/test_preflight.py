@@ -143,6 +143,11 @@ BAD = [
     ("worker", "no-password", {"worker_broker_password": ""}, "worker_broker_url"),
     ("worker", "nofile-too-big", {"worker_nofile": 99999999}, "worker_nofile"),
     ("worker", "nofile-word", {"worker_nofile": "lots"}, "worker_nofile"),
+    # Releases (tasks/app.yml): the controller keeps no release, so any rollback target is "not kept".
+    ("worker", "releases-keep-one", {"worker_releases_keep": 1}, "worker_releases_keep"),
+    ("worker", "releases-keep-word", {"worker_releases_keep": "many"}, "worker_releases_keep"),
+    ("worker", "release-path", {"worker_release": "../../etc"}, "worker_release"),
+    ("worker", "release-not-kept", {"worker_release": "src-0123456789abcdef"}, "worker_release=src-0123456789abcdef"),
     ("worker", "queue-space", {"worker_groups": [{"name": "default", "queues": ["high prio"]}]}, "worker_groups"),
     ("worker", "queue-percent", {"worker_groups": [{"name": "default", "queues": ["a%b"]}]}, "worker_groups"),
     ("worker", "extra-arg-space",
@@ -174,11 +179,6 @@ BAD = [
     ("worker", "setting-uppercase", {"worker_extra_settings": {"Task_acks_late": True}}, "worker_extra_settings"),
     ("worker", "setting-private", {"worker_extra_settings": {"_secret": 1}}, "worker_extra_settings"),
     ("worker", "setting-dash", {"worker_extra_settings": {"task-acks-late": True}}, "worker_extra_settings"),
-    ("flower", "weak-password", {"flower_users": [{"name": "ops", "password": "short"}]}, "flower_users"),
-    ("flower", "plain-http", {"flower_listen_address": "10.0.0.5"}, "flower_listen_address"),
-    ("flower", "nofile-too-big", {"flower_nofile": 99999999}, "flower_nofile"),
-    ("flower", "nofile-word", {"flower_nofile": "lots"}, "flower_nofile"),
-    ("flower", "socket", {"flower_socket": "/tmp/flower.sock"}, "flower_socket"),
     ("worker", "eta-limit-zero", {"worker_eta_task_limit": 0}, "worker_eta_task_limit"),
     ("worker", "eta-limit-word", {"worker_eta_task_limit": "many"}, "worker_eta_task_limit"),
     ("worker", "soft-shutdown-negative", {"worker_soft_shutdown_timeout": -5}, "worker_soft_shutdown_timeout"),
@@ -186,7 +186,16 @@ BAD = [
      "disable_prefetch"),
     ("redis", "worker-hosts-string", {"redis_worker_hosts": "worker1"}, "redis_worker_hosts"),
     ("redis", "restart-wait-zero", {"redis_restart_wait_timeout": 0}, "redis_restart_wait_timeout"),
+    ("flower", "weak-password", {"flower_users": [{"name": "ops", "password": "short"}]}, "flower_users"),
+    ("flower", "plain-http", {"flower_listen_address": "10.0.0.5"}, "flower_listen_address"),
+    ("flower", "nofile-too-big", {"flower_nofile": 99999999}, "flower_nofile"),
+    ("flower", "nofile-word", {"flower_nofile": "lots"}, "flower_nofile"),
+    ("flower", "socket", {"flower_socket": "/tmp/flower.sock"}, "flower_socket"),
     ("flower", "visibility-unknown", {"flower_visibility_timeout": "auto"}, "flower_visibility_timeout"),
+    ("flower", "memory-high-tiny", {"flower_memory_high_mb": 10}, "flower_memory_high_mb"),
+    ("flower", "memory-max-below-high", {"flower_memory_high_mb": 200, "flower_memory_max_mb": 100},
+     "flower_memory_max_mb"),
+    ("flower", "memory-word", {"flower_memory_high_mb": "lots"}, "flower_memory_high_mb"),
 ]
 # Values near the refusals that must still pass.
 EDGE = [
@@ -201,7 +210,11 @@ EDGE = [
                            "extra_args": ["--without-gossip", "-O", "fair", "--prefetch-multiplier=1"]}]}),
     ("worker", "results-never-expire-under-noeviction",
      {"worker_result_expires": 0, "redis_maxmemory_policy": "noeviction"}),
+    ("worker", "celery-5.6-options", {"worker_eta_task_limit": "100", "worker_soft_shutdown_timeout": "2.5",
+                                      "worker_groups": [{"name": "default", "disable_prefetch": "yes"}]}),
+    ("redis", "worker-hosts-list", {"redis_worker_hosts": [], "redis_restart_wait_timeout": "60"}),
     ("flower", "nofile-auto", {"flower_nofile": "auto"}),
+    ("flower", "memory-caps-set", {"flower_memory_high_mb": "64", "flower_memory_max_mb": 64}),
 ]
 
 
@@ -210,9 +223,6 @@ def all_cases():
     for role, case, extra, named in BAD:
         cases[role]["bad-" + case] = ({**GOOD[role], **extra}, named)
     for role, case, extra in EDGE:
-    ("worker", "celery-5.6-options", {"worker_eta_task_limit": "100", "worker_soft_shutdown_timeout": "2.5",
-                                      "worker_groups": [{"name": "default", "disable_prefetch": "yes"}]}),
-    ("redis", "worker-hosts-list", {"redis_worker_hosts": [], "redis_restart_wait_timeout": "60"}),
         cases[role]["edge-" + case] = ({**GOOD[role], **extra}, None)
     for role in ROLES:
         names = boolean_variables(role)
