@@ -1,0 +1,161 @@
+"""Releases and the rolling deploy, live: v1 converged, v2 deployed while tasks run, rollback, pruning, no-op.
+
+Tests run in file order and build on each other (one host, one sequence of deploys). The deploys are real
+`ansible-playbook playbooks/deploy.yml` runs against molecule's inventory, as a user would start them.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
+from live import scenario_hosts, wait_for  # noqa: E402
+
+testinfra_hosts = scenario_hosts("all")
+
+PROJECT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
+FILES = os.path.join(PROJECT, "molecule", "deploy", "files")
+RELEASES = "/opt/celery/releases"
+APP = "/opt/celery/app"
+KEEP = 3  # molecule.yml: worker_releases_keep
+ENV = ("runuser -u celery -- env PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/etc/celery:/opt/celery/app "
+       "CELERY_CONFIG_MODULE=vpsstack_celery_settings /opt/celery/venv/bin/python -m relapp.client")
+CLIENT = f"cd {APP} && {ENV}"
+# What the tests learn on the way (release ids), shared between the ordered tests.
+SEEN = {}
+
+
+def deploy(*extra, check=False):
+    """Run the deploy playbook against the scenario's host; return (rc, stats of the host, seconds, output)."""
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false")
+    env.pop("ANSIBLE_CALLBACK_RESULT_FORMAT", None)
+    if "ANSIBLE_CONFIG" not in env and os.path.exists(os.path.join(EPHEMERAL, "ansible.cfg")):
+        env["ANSIBLE_CONFIG"] = os.path.join(EPHEMERAL, "ansible.cfg")
+    argv = ["ansible-playbook", "-i", os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]),
+            os.path.join(PROJECT, "playbooks", "deploy.yml")] + list(extra) + (["--check"] if check else [])
+    started = time.monotonic()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    try:
+        stats = json.loads(proc.stdout)["stats"].get("vpsstack-deploy", {})
+    except (ValueError, KeyError):
+        stats = {}
+    return proc.returncode, stats, seconds, proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+def changed_tasks(output):
+    """Names of the tasks that reported changed, from the json callback's output."""
+    try:
+        plays = json.loads(output[output.index("{"):output.rindex("}") + 1])["plays"]
+    except ValueError:
+        return []
+    return [t["task"]["name"] for p in plays for t in p["tasks"]
+            if any(h.get("changed") for h in t["hosts"].values())]
+
+
+def current(host):
+    return host.check_output(f"readlink {APP}")
+
+
+def releases(host):
+    return sorted(host.check_output(f"ls -1 {RELEASES}").split())
+
+
+def version(host):
+    return json.loads(host.check_output(f"{CLIENT} version"))
+
+
+def pids(host):
+    return host.check_output("supervisorctl pid celery-default celery-beat").split()
+
+
+def test_v1_runs_from_a_release_behind_the_link(host):
+    assert host.file(APP).is_symlink
+    target = current(host)
+    assert target.startswith(RELEASES + "/src-"), target
+    assert host.file(APP + "/relapp/only_in_v1.py").exists
+    assert version(host) == "v1"
+    # The release tree belongs to root: the tasks cannot rewrite the code they run.
+    assert host.file(target).user == "root" and host.file(target + "/relapp/tasks.py").mode == 0o644
+    SEEN["v1"] = os.path.basename(target)
+
+
+def test_deploy_v2_while_tasks_run_loses_nothing(host):
+    # Old releases to prune: three older than v1 (by their switch time), so keep=3 leaves v2, v1 and one of them.
+    for day, name in enumerate(["src-old1", "src-old2", "src-old3"], start=1):
+        host.check_output(f"mkdir -p {RELEASES}/{name} && touch -d '2020-01-0{day}' {RELEASES}/{name}")
+    report = "/tmp/deploy-inflight.json"
+    host.check_output(f"rm -f {report}")
+    # 40 tasks of 2 s on the planned children: about 40 s of work, so the deploy lands in the middle of it.
+    host.check_output(f"cd {APP} && nohup {ENV} inflight deploy-v2 40 2 {report} >/tmp/inflight.log 2>&1 &")
+    time.sleep(5)
+    rc, stats, seconds, output = deploy("-e", f"worker_app_src={FILES}/v2/")
+    assert rc == 0, output
+    assert host.file(report).exists or wait_for(lambda: host.file(report).exists, 360, 2), \
+        host.check_output("cat /tmp/inflight.log")
+    result = json.loads(host.file(report).content_string)
+    print(f"\ndeploy v2 under load: {seconds:.0f} s, changed {stats.get('changed')}; in flight: {result}")
+    assert result["lost"] == 0 and result["completed"] == result["sent"], result
+    assert result["duplicates"] == 0, result
+    assert version(host) == "v2"
+    target = current(host)
+    assert target != RELEASES + "/" + SEEN["v1"] and target.startswith(RELEASES + "/src-")
+    SEEN["v2"] = os.path.basename(target)
+    # Removed from the source: gone from the release in use; the old release is kept for a rollback.
+    assert not host.file(APP + "/relapp/only_in_v1.py").exists
+    assert host.file(f"{RELEASES}/{SEEN['v1']}/relapp/only_in_v1.py").exists
+    # keep 3: v2 (in use), v1, and the newest of the old ones.
+    assert releases(host) == sorted([SEEN["v1"], SEEN["v2"], "src-old3"]), releases(host)
+
+
+def test_rollback_to_a_kept_release(host):
+    before = pids(host)
+    rc, stats, seconds, output = deploy("-e", f"worker_release={SEEN['v1']}", "-e", f"worker_app_src={FILES}/v2/")
+    assert rc == 0, output
+    print(f"\nrollback to v1: {seconds:.0f} s, changed {stats.get('changed')}")
+    assert current(host) == RELEASES + "/" + SEEN["v1"]
+    assert version(host) == "v1"
+    assert host.file(APP + "/relapp/only_in_v1.py").exists
+    after = pids(host)
+    assert all(a != b for a, b in zip(before, after)), (before, after)
+    # v2 stays (the release before), src-old3 is the oldest now and goes: keep 3 counts switch time.
+    assert releases(host) == sorted([SEEN["v1"], SEEN["v2"], "src-old3"]), releases(host)
+
+
+def test_rollback_to_a_release_that_is_not_kept_fails_and_changes_nothing(host):
+    before = pids(host)
+    rc, _stats, _seconds, output = deploy("-e", "worker_release=src-nothere")
+    assert rc != 0
+    assert "worker_release=src-nothere is not a release kept on vpsstack-deploy" in output, output
+    assert current(host) == RELEASES + "/" + SEEN["v1"]
+    assert pids(host) == before
+
+
+def test_unchanged_source_changes_nothing(host):
+    # The inventory's source is v1, the release in use: a check run and a real run both report nothing to do.
+    before = pids(host)
+    rc, stats, _seconds, output = deploy(check=True)
+    assert rc == 0, output
+    assert stats.get("changed") == 0, changed_tasks(output)
+    rc, stats, seconds, output = deploy()
+    assert rc == 0, output
+    print(f"\nno-op deploy: {seconds:.0f} s")
+    assert stats.get("changed") == 0, changed_tasks(output)
+    assert pids(host) == before
+    assert current(host) == RELEASES + "/" + SEEN["v1"]
+
+
+def test_keep_n_prunes_the_oldest(host):
+    # Deploying v2 again reuses its release (same content, same id) and makes it the newest.
+    rc, _stats, _seconds, output = deploy("-e", f"worker_app_src={FILES}/v2/")
+    assert rc == 0, output
+    assert current(host) == RELEASES + "/" + SEEN["v2"]
+    assert version(host) == "v2"
+    assert releases(host) == sorted([SEEN["v1"], SEEN["v2"], "src-old3"]), releases(host)
+    host.check_output(f"mkdir -p {RELEASES}/src-old4 && touch -d '2020-01-04' {RELEASES}/src-old4")
+    rc, _stats, _seconds, output = deploy("-e", f"worker_app_src={FILES}/v1/")
+    assert rc == 0, output
+    # 4 releases, keep 3: the oldest by switch time (src-old3) goes, never the one in use.
+    assert releases(host) == sorted([SEEN["v1"], SEEN["v2"], "src-old4"]), releases(host)
