@@ -27,22 +27,32 @@ CLIENT = f"cd {APP} && {ENV}"
 SEEN = {}
 
 
-def deploy(*extra, check=False):
-    """Run the deploy playbook against the scenario's host; return (rc, stats of the host, seconds, output)."""
+def deploy_argv(*extra, check=False):
+    """The deploy playbook against the scenario's host, as a user runs it; (argv, env)."""
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false")
     env.pop("ANSIBLE_CALLBACK_RESULT_FORMAT", None)
     if "ANSIBLE_CONFIG" not in env and os.path.exists(os.path.join(EPHEMERAL, "ansible.cfg")):
         env["ANSIBLE_CONFIG"] = os.path.join(EPHEMERAL, "ansible.cfg")
     argv = ["ansible-playbook", "-i", os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]),
             os.path.join(PROJECT, "playbooks", "deploy.yml")] + list(extra) + (["--check"] if check else [])
-    started = time.monotonic()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    seconds = time.monotonic() - started
+    return argv, env
+
+
+def outcome(proc, stdout, stderr):
     try:
-        stats = json.loads(proc.stdout)["stats"].get("vpsstack-deploy", {})
+        stats = json.loads(stdout)["stats"].get("vpsstack-deploy", {})
     except (ValueError, KeyError):
         stats = {}
-    return proc.returncode, stats, seconds, proc.stdout[-6000:] + proc.stderr[-3000:]
+    return proc.returncode, stats, stdout[-6000:] + stderr[-3000:]
+
+
+def deploy(*extra, check=False):
+    """Run the deploy playbook; return (rc, stats of the host, seconds, output)."""
+    argv, env = deploy_argv(*extra, check=check)
+    started = time.monotonic()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    rc, stats, output = outcome(proc, proc.stdout, proc.stderr)
+    return rc, stats, time.monotonic() - started, output
 
 
 def changed_tasks(output):
@@ -86,22 +96,33 @@ def test_deploy_v2_while_tasks_run_loses_nothing(host):
     # Old releases to prune: three older than v1 (by their switch time), so keep=3 leaves v2, v1 and one of them.
     for day, name in enumerate(["src-old1", "src-old2", "src-old3"], start=1):
         host.check_output(f"mkdir -p {RELEASES}/{name} && touch -d '2020-01-0{day}' {RELEASES}/{name}")
-    report = "/tmp/deploy-inflight.json"
-    host.check_output(f"rm -f {report}")
-    # 40 tasks of 2 s on the planned children: about 40 s of work, so the deploy lands in the middle of it.
-    host.check_output(f"cd {APP} && nohup {ENV} inflight deploy-v2 40 2 {report} >/tmp/inflight.log 2>&1 &")
-    time.sleep(5)
-    rc, stats, seconds, output = deploy("-e", f"worker_app_src={FILES}/v2/")
+    report, stop = "/tmp/deploy-stream.json", "/tmp/deploy-stream.stop"
+    host.check_output(f"rm -f {report} {stop}")
+    argv, env = deploy_argv("-e", f"worker_app_src={FILES}/v2/")
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Tasks start flowing when the link moves (the restarts follow within seconds): one task of 1.5 s every
+    # second on 2 children, so tasks run and wait in the queue through every restart of the deploy.
+    swapped = wait_for(lambda: current(host) != RELEASES + "/" + SEEN["v1"] or proc.poll() is not None, 600, 0.5)
+    swap_s = time.monotonic() - started
+    assert swapped and proc.poll() is None, "the deploy ended before the link moved"
+    host.check_output(f"cd {APP} && nohup {ENV} stream deploy-v2 1 1.5 {stop} {report} >/tmp/stream.log 2>&1 &")
+    stdout, stderr = proc.communicate(timeout=900)
+    seconds = time.monotonic() - started
+    rc, stats, output = outcome(proc, stdout, stderr)
     assert rc == 0, output
-    assert host.file(report).exists or wait_for(lambda: host.file(report).exists, 360, 2), \
-        host.check_output("cat /tmp/inflight.log")
+    time.sleep(3)  # a few tasks after the last restart too
+    host.check_output(f"touch {stop}")
+    assert wait_for(lambda: host.file(report).exists, 360, 2), host.check_output("cat /tmp/stream.log")
     result = json.loads(host.file(report).content_string)
-    print(f"\ndeploy v2 under load: {seconds:.0f} s, changed {stats.get('changed')}; in flight: {result}")
+    print(f"\ndeploy v2 under load: {seconds:.0f} s in all, link moved after {swap_s:.0f} s, "
+          f"changed {stats.get('changed')}; tasks sent from the swap on: {result}")
     assert result["lost"] == 0 and result["completed"] == result["sent"], result
     assert result["duplicates"] == 0, result
+    assert result["versions"].get("v2", 0) > 0, result
     assert version(host) == "v2"
     target = current(host)
-    assert target != RELEASES + "/" + SEEN["v1"] and target.startswith(RELEASES + "/src-")
+    assert target.startswith(RELEASES + "/src-")
     SEEN["v2"] = os.path.basename(target)
     # Removed from the source: gone from the release in use; the old release is kept for a rollback.
     assert not host.file(APP + "/relapp/only_in_v1.py").exists

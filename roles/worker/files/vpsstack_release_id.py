@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Print the release id of a controller directory: a hash of what the copy would deliver.
 
 Relative paths, file contents, the executable bit and symlink targets, in a stable order; __pycache__ and

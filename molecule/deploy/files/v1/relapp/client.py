@@ -1,9 +1,11 @@
 """Client for the deploy tests; prints JSON. Run as the worker user with the programs' environment:
 
     python -m relapp.client version                       -> the VERSION of the code that ran the task
-    python -m relapp.client inflight KEY N SECONDS OUT    -> sends N slow tasks, waits, writes a report to OUT
+    python -m relapp.client stream KEY INTERVAL SECONDS STOPFILE OUT
+        -> one slow task every INTERVAL s until STOPFILE exists (at most 600 s), waits, writes a report to OUT
 """
 import json
+import os
 import sys
 import time
 
@@ -16,12 +18,16 @@ def version():
     return app.signature("relapp.tasks.version").delay().get(timeout=60)
 
 
-def inflight(key, n, seconds, out):
-    """Send n tasks, then wait (bounded) for every result: lost = sent but never completed."""
+def stream(key, interval, seconds, stopfile, out):
+    """Send tasks at a steady rate until told to stop, then wait (bounded) for every result: lost = sent but
+    never completed. A steady stream keeps tasks running and queued through whatever restarts meanwhile."""
     client = app.backend.client
     client.delete("relapp:runs:%s" % key)
     started = time.time()
-    results = [app.signature("relapp.tasks.slow", args=(key, str(i), seconds)).delay() for i in range(int(n))]
+    results = []
+    while not os.path.exists(stopfile) and time.time() - started < 600:
+        results.append(app.signature("relapp.tasks.slow", args=(key, str(len(results)), seconds)).delay())
+        time.sleep(float(interval))
     done = {}
     deadline = time.monotonic() + WAIT
     for result in results:
@@ -29,7 +35,7 @@ def inflight(key, n, seconds, out):
             done[result.id] = result.get(timeout=max(1.0, deadline - time.monotonic()))
         except Exception:  # noqa: BLE001 - a timeout means lost; the report says how many
             pass
-    runs = {k.decode(): int(v) for k, v in client.hgetall("relapp:runs:%s" % key).items()}
+    runs = {k: int(v) for k, v in client.hgetall("relapp:runs:%s" % key).items()}
     finished = sorted(r["done"] for r in done.values())
     gaps = [b - a for a, b in zip(finished, finished[1:])]
     versions = {}
@@ -53,7 +59,7 @@ if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "version":
         print(json.dumps(version()))
-    elif command == "inflight":
-        print(json.dumps(inflight(*args)))
+    elif command == "stream":
+        print(json.dumps(stream(*args)))
     else:
         sys.exit("unknown command %s" % command)
