@@ -19,9 +19,12 @@ never asserted.
 import argparse
 import datetime
 import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -29,6 +32,8 @@ from dataclasses import dataclass
 CLIENT = ("cd /opt/celery/app && runuser -u celery -- env PYTHONDONTWRITEBYTECODE=1 "
           "PYTHONPATH=/etc/celery:/opt/celery/app CELERY_CONFIG_MODULE=vpsstack_celery_settings "
           "/opt/celery/venv/bin/python -m demo_app.client")
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEPLOY_PLAYBOOK = os.path.join(PROJECT, "playbooks", "deploy.yml")
 TABLE_START = "<!-- reliability:table:start (written by scripts/reliability.py) -->"
 TABLE_END = "<!-- reliability:table:end -->"
 # kombu 5.7 redis transport: the prefork (event loop) worker scans `unacked` every
@@ -60,6 +65,7 @@ class Scenario:
     countdown: float = 0         # ETA tasks: seconds between send and run
     leak_mb: int = 0             # each task leaks this much in its (prefork) child
     waits_for_visibility: bool = False  # cut-off messages come back only after the visibility timeout
+    lengths: tuple = ()          # (min_s, max_s) instead of the pool's: runs that outlast a slow fault
 
 
 SCENARIOS = [
@@ -74,14 +80,17 @@ SCENARIOS = [
     Scenario("container restart (podman restart)", "gevent", "restart_container", waits_for_visibility=True),
     Scenario("leaking task (48 MiB a run) on 1 GB", "prefork", "none", guaranteed=True, leak_mb=48),
     Scenario("ETA tasks (countdown 20 s) across a restart", "gevent", "restart_program", countdown=20),
+    # Only with --inventory (molecule's) and when playbooks/deploy.yml exists.
+    Scenario("deploy with changed code (playbooks/deploy.yml)", "gevent", "deploy_changed_code", lengths=(5, 20)),
 ]
 
 
 class Host:
     """The container under test, reached with podman exec."""
 
-    def __init__(self, container):
+    def __init__(self, container, inventory=None):
         self.container = container
+        self.inventory = inventory
 
     def sh(self, command, check=True, timeout=600):
         run = subprocess.run(["podman", "exec", self.container, "bash", "-c", command], capture_output=True,
@@ -161,12 +170,25 @@ def restart_container(host, pool):
     wait_until(lambda: host.sh("systemctl is-system-running", check=False) in ("running", "degraded"), 180)
 
 
+def deploy_changed_code(host, pool):
+    """The rolling deploy a user runs, with app code that differs from what is running (one more module)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "demo_app")
+        shutil.copytree(os.path.join(PROJECT, "examples", "demo_app"), src)
+        with open(os.path.join(src, "demo_app", "release_marker.py"), "w") as fh:
+            fh.write(f"RELEASE = {time.time()!r}\n")
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.environ.get(
+            "ANSIBLE_COLLECTIONS_PATH", os.path.join(PROJECT, ".build", "collections")))
+        subprocess.run(["ansible-playbook", "-i", host.inventory, DEPLOY_PLAYBOOK, "-e", f"worker_app_src={src}/"],
+                       check=True, env=env, cwd=PROJECT, stdout=subprocess.DEVNULL)
+
+
 def no_fault(host, pool):
     pass
 
 
 FAULTS = {f.__name__: f for f in (restart_program, kill_child, kill_parent, restart_redis, kill_redis,
-                                  restart_container, no_fault)}
+                                  restart_container, deploy_changed_code, no_fault)}
 FAULTS["none"] = no_fault
 
 
@@ -175,7 +197,8 @@ def run_scenario(host, scenario, n, key):
     pool = POOLS[scenario.pool]
     oom_before = host.oom_kills()
     t0 = time.monotonic()
-    host.client("send-trace", key, n, pool.min_s, pool.max_s, pool.queue, scenario.countdown, scenario.leak_mb)
+    min_s, max_s = scenario.lengths or (pool.min_s, pool.max_s)
+    host.client("send-trace", key, n, min_s, max_s, pool.queue, scenario.countdown, scenario.leak_mb)
     if scenario.countdown:
         time.sleep(min(5.0, scenario.countdown / 4))  # received and waiting for their ETA, none started
     else:
@@ -184,7 +207,7 @@ def run_scenario(host, scenario, n, key):
     wait_until(host.programs_running, 180)
     wait_for_redis(host)
     # Long enough for every task, plus (after a hard kill) the visibility timeout and kombu's restore sweep.
-    budget = scenario.countdown + n * pool.max_s + 120
+    budget = scenario.countdown + n * max_s + 120
     if scenario.waits_for_visibility:
         budget += (host.visibility_timeout() or 0) + RESTORE_SWEEP_S
     counts = host.client("report-trace", key, budget, 5, timeout=budget + 120)
@@ -241,6 +264,7 @@ def write_markdown(path, header, table):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--container", default="vpsstack-reliability")
+    parser.add_argument("--inventory", help="ansible inventory of the container: enables the deploy scenario")
     parser.add_argument("--n", type=int, default=300, help="tasks per gevent scenario (prefork gets a fifth)")
     parser.add_argument("--only", default="", help="comma-separated fault names to run (default: all)")
     parser.add_argument("--guarantee", default="", help="comma-separated fault names that must also lose 0")
@@ -248,9 +272,11 @@ def main(argv=None):
     parser.add_argument("--markdown", help="replace the table block of this file")
     args = parser.parse_args(argv)
 
-    host = Host(args.container)
+    host = Host(args.container, args.inventory)
     extra = set(filter(None, args.guarantee.split(",")))
-    chosen = [s for s in SCENARIOS if not args.only or s.fault in args.only.split(",")]
+    can_deploy = bool(args.inventory) and os.path.exists(DEPLOY_PLAYBOOK)
+    chosen = [s for s in SCENARIOS if (not args.only or s.fault in args.only.split(","))
+              and (s.fault != "deploy_changed_code" or can_deploy)]
     run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%H%M%S")
     results = []
     for number, scenario in enumerate(chosen):
