@@ -25,9 +25,10 @@ def audit(*extra):
                            "-i", os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]), *extra],
                           capture_output=True, text=True, env=env, check=False, timeout=900)
     result = json.loads(proc.stdout)
-    table = next(t for t in result["plays"][0]["tasks"] if t["task"]["name"].endswith("Show the audit table"))
-    lines = {host: [row.split(None, 1)[0:1] + [row[6:42].strip(), row[43:]] for row in res["msg"]]
-             for host, res in table["hosts"].items()}
+    # The lines as the table shows them, from the fact it is printed from.
+    counted = next(t for t in result["plays"][0]["tasks"] if t["task"]["name"].endswith("Count the beat processes"
+                                                                                        " across the inventory"))
+    lines = {host: res["ansible_facts"]["audit_lines"] for host, res in counted["hosts"].items()}
     print(json.dumps(lines, indent=1))
     return proc.returncode, lines
 

@@ -2,9 +2,9 @@
 """Read-only health and drift check of one host of a vpsstack.celery stack.
 
 Input: one argument, base64 of a JSON spec (what the plan and the roles' settings expect; built by
-roles/audit/tasks/main.yml). The Redis password comes on stdin (the role runs `python3 -c SOURCE SPEC`), or from REDISCLI_AUTH when run by
-hand: never in argv, where ps shows it.
-Output: a JSON list of [status, check, detail] lines, status OK, WARN or FAIL. Changes nothing: Redis gets only
+roles/audit/tasks/host.yml). The Redis password comes on stdin (the role runs `python3 -c SOURCE SPEC`), or
+from REDISCLI_AUTH when run by hand: never in argv, where ps shows it.
+Output: JSON {"lines": [[status, check, detail], ...], "beat_pids": [...]}, status OK, WARN or FAIL. Changes nothing: Redis gets only
 reads (CONFIG GET, INFO, LLEN, ZRANGE, SCAN, TYPE, MEMORY USAGE), processes are only read from /proc.
 The stdlib only: a Redis-only host has no Python Redis client (community.general.redis_info needs one, and
 installing it would be a change).
@@ -232,9 +232,10 @@ def audit_program_drift(program, pid):
                "max_memory_per_child_kib": option(args, "--max-memory-per-child")}
     expected = {k: None if program[k] is None else str(program[k]) for k in running}
     drift = {k: "%s, planned %s" % (running[k], expected[k]) for k in running if running[k] != expected[k]}
-    report("FAIL" if drift else "OK", "%s settings" % program["name"],
-           json.dumps(drift) if drift else "pool %(pool)s, concurrency %(concurrency)s, max-memory-per-child "
-           "%(max_memory_per_child_kib)s KiB" % running)
+    labels = {"pool": "pool %s", "concurrency": "concurrency %s",
+              "max_memory_per_child_kib": "max-memory-per-child %s KiB"}
+    shown = ", ".join(labels[k] % v for k, v in running.items() if v)
+    report("FAIL" if drift else "OK", "%s settings" % program["name"], json.dumps(drift) if drift else shown)
     limit = program["max_memory_per_child_kib"]
     if program["pool"] == "prefork" and limit:
         largest = max([rss_kib(c) for c in children(pid)] or [0])
