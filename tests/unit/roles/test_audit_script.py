@@ -1,0 +1,91 @@
+"""The audit script's pure parts (roles/audit/files/vpsstack_audit.py): thresholds, the programs the plan
+implies, the Redis wire protocol, and a section that cannot be read becoming a FAIL line, not a crash."""
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+SPEC = importlib.util.spec_from_file_location(
+    "vpsstack_audit", os.path.join(REPO, "roles", "audit", "files", "vpsstack_audit.py"))
+audit = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(audit)
+
+
+@pytest.fixture(autouse=True)
+def fresh_lines():
+    audit.LINES.clear()
+    yield
+
+
+@pytest.mark.parametrize("value, expected", [(0, "OK"), (79, "OK"), (80, "WARN"), (94, "WARN"), (95, "FAIL")])
+def test_level_thresholds_are_inclusive(value, expected):
+    assert audit.level(value, 80, 95) == expected
+
+
+def test_planned_programs_follow_the_template_rules():
+    spec = {
+        "groups": [{"name": "default", "queues": ["celery"]},
+                   {"name": "io", "pool": "gevent"},
+                   {"name": "scaled", "autoscale": [4, 1]},
+                   {"name": "unlimited"}],
+        "planned": [{"name": "default", "concurrency": 2, "max_memory_per_child_kib": 121856},
+                    {"name": "io", "concurrency": 56, "max_memory_per_child_kib": 4096},
+                    {"name": "scaled", "concurrency": 4, "max_memory_per_child_kib": 1024},
+                    {"name": "unlimited", "concurrency": 1, "max_memory_per_child_kib": 0}],
+        "beat": True,
+    }
+    assert audit.planned_programs(spec) == [
+        {"name": "celery-default", "pool": "prefork", "concurrency": 2, "max_memory_per_child_kib": 121856},
+        # gevent: no per-child limit on the command line; autoscale: no --concurrency; 0: no limit rendered.
+        {"name": "celery-io", "pool": "gevent", "concurrency": 56, "max_memory_per_child_kib": None},
+        {"name": "celery-scaled", "pool": "prefork", "concurrency": None, "max_memory_per_child_kib": 1024},
+        {"name": "celery-unlimited", "pool": "prefork", "concurrency": 1, "max_memory_per_child_kib": None},
+        {"name": "celery-beat"},
+    ]
+
+
+def resp(raw):
+    client = audit.Redis.__new__(audit.Redis)
+    client.file = io.BytesIO(raw)
+    return client._read()
+
+
+@pytest.mark.parametrize("raw, value", [
+    (b"+OK\r\n", "OK"),
+    (b":42\r\n", 42),
+    (b"$5\r\nhello\r\n", "hello"),
+    (b"$-1\r\n", None),
+    (b"*2\r\n$9\r\nmaxmemory\r\n$8\r\n75602329\r\n", ["maxmemory", "75602329"]),
+    (b"*0\r\n", []),
+])
+def test_resp_replies(raw, value):
+    assert resp(raw) == value
+
+
+def test_resp_error_raises():
+    with pytest.raises(RuntimeError, match="NOAUTH"):
+        resp(b"-NOAUTH Authentication required.\r\n")
+
+
+def test_an_unreadable_section_is_a_fail_line():
+    def broken(_spec):
+        raise FileNotFoundError(2, "No such file or directory", "supervisorctl")
+    audit.guarded("workers", broken, {})
+    assert audit.LINES == [["FAIL", "workers", "could not be read: FileNotFoundError: [Errno 2] No such file or "
+                                               "directory: 'supervisorctl'"]]
+
+
+def test_program_drift_names_what_differs(monkeypatch):
+    monkeypatch.setattr(audit, "argv", lambda _pid: ["/opt/celery/venv/bin/celery", "-A", "app", "worker",
+                                                     "--pool", "prefork", "--concurrency", "4",
+                                                     "--max-memory-per-child", "121856"])
+    monkeypatch.setattr(audit, "children", lambda _pid: [])
+    audit.audit_program_drift({"name": "celery-default", "pool": "prefork", "concurrency": 2,
+                               "max_memory_per_child_kib": 121856}, 1)
+    status, check, detail = audit.LINES[0]
+    assert (status, check) == ("FAIL", "celery-default settings")
+    assert "concurrency" in detail and "pool" not in detail
