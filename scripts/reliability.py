@@ -202,7 +202,31 @@ def inject(host, scenario, pool):
     return None
 
 
-def run_scenario(host, scenario, n, key):
+def stall_s(host, scenario):
+    """How long the count may stand still before the rest counts as lost: a run's length plus (after a hard kill)
+    the visibility timeout and kombu's restore sweep (a cut-off message comes back only then)."""
+    stall = scenario.countdown + 60
+    if scenario.waits_for_visibility:
+        stall += (host.visibility_timeout() or 0) + RESTORE_SWEEP_S
+    return stall
+
+
+def wait_for_tasks(host, key, stall, max_wait=None):
+    """Poll until every task completed, or nothing completed for `stall` s (or max_wait s passed); then count once
+    more after 5 s (a late duplicate shows up)."""
+    start = last_progress = time.monotonic()
+    done = -1
+    while True:
+        counts = host.client("report-trace", key, 10, 0)
+        now = time.monotonic()
+        if counts["completed"] != done:
+            done, last_progress = counts["completed"], now
+        if (done == counts["sent"] or now - last_progress > stall
+                or (max_wait is not None and now - start > max_wait)):
+            return host.client("report-trace", key, 0, 5)
+
+
+def run_scenario(host, scenario, n, key, max_wait=None):
     """Send n tasks, inject the fault with about a quarter of them started, wait, count."""
     pool = POOLS[scenario.pool]
     oom_before = host.oom_kills()
@@ -216,11 +240,7 @@ def run_scenario(host, scenario, n, key):
     fault_error = inject(host, scenario, pool)
     wait_until(host.programs_running, 180)
     wait_for_redis(host)
-    # Long enough for every task, plus (after a hard kill) the visibility timeout and kombu's restore sweep.
-    budget = scenario.countdown + n * max_s + 120
-    if scenario.waits_for_visibility:
-        budget += (host.visibility_timeout() or 0) + RESTORE_SWEEP_S
-    counts = host.client("report-trace", key, budget, 5, timeout=budget + 120)
+    counts = wait_for_tasks(host, key, stall_s(host, scenario), max_wait)
     oom_after = host.oom_kills()
     counts.update(fault_error=fault_error, scenario=scenario.name, pool=scenario.pool, guaranteed=scenario.guaranteed,
                   seconds=round(time.monotonic() - t0), lost_ids=counts.pop("lost")[:5],
@@ -279,6 +299,7 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=300, help="tasks per gevent scenario (prefork gets a tenth)")
     parser.add_argument("--only", default="", help="comma-separated fault names to run (default: all)")
     parser.add_argument("--guarantee", default="", help="comma-separated fault names that must also lose 0")
+    parser.add_argument("--max-wait", type=float, help="cap the wait for the tasks (s): shows that a loss fails")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--markdown", help="replace the table block of this file")
     args = parser.parse_args(argv)
@@ -294,7 +315,7 @@ def main(argv=None):
         scenario.guaranteed = scenario.guaranteed or scenario.fault in extra
         n = max(10, int(args.n * POOLS[scenario.pool].share))
         print(f"--- {scenario.name} [{scenario.pool}], {n} tasks", flush=True)
-        result = run_scenario(host, scenario, n, f"rel-{run_id}-{number}")
+        result = run_scenario(host, scenario, n, f"rel-{run_id}-{number}", args.max_wait)
         print(json.dumps(result), flush=True)
         results.append(result)
     table = markdown_table(results)
