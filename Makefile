@@ -71,7 +71,8 @@ N ?= 10000
 reliability: venv collection test-host ## fault harness, full size (N=10000; N=...): converge, run, table into docs/reliability.md, destroy
 	molecule destroy -s reliability
 	molecule converge -s reliability
-	RELIABILITY_N=$(N) RELIABILITY_MARKDOWN=$(abspath docs/reliability.md) molecule verify -s reliability; \
+	RELIABILITY_N=$(N) RELIABILITY_ONLY=all RELIABILITY_MARKDOWN=$(abspath docs/reliability.md) \
+	  molecule verify -s reliability; \
 	rc=$$?; molecule destroy -s reliability; exit $$rc
 
 demo-destroy: venv collection ## remove the demo containers
