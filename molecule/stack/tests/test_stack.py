@@ -114,7 +114,7 @@ def test_running_workers_use_the_host_settings_not_the_django_settings():
     for node in ("default@worker1", "default@worker2"):
         conf = replies[node]
         assert conf["task_acks_late"] is True and conf["worker_prefetch_multiplier"] == 1, conf
-        assert conf["broker_transport_options"] == {"visibility_timeout": VISIBILITY_TIMEOUT}, conf
+        assert conf["broker_transport_options"]["visibility_timeout"] == VISIBILITY_TIMEOUT, conf
         # The Django settings themselves stay visible (CELERY_BROKER_URL); what counts is the effective value.
         assert "@10.89.177.10:6379/0" in conf["broker_url"] and "@10.89.177.10:6379/1" in conf["result_backend"]
 
