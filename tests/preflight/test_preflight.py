@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ROLES = ("baseline", "plan", "redis", "worker", "flower")
+ROLES = ("baseline", "plan", "redis", "worker", "flower", "audit")
 PLAY = """
 - name: Preflight of {role}
   hosts: {hosts}
@@ -38,6 +38,7 @@ GOOD = {
                "worker_broker_password": "test-password"},
     "flower": {"flower_users": [{"name": "ops", "password": "twelve chars"}], "flower_nofile": 4096,
                "flower_broker_password": "test-password", "flower_visibility_timeout": 3900},
+    "audit": {},
 }
 # Cases whose value this controller decides: the OS gate must stay open on a controller that is not Ubuntu 24.04.
 CONTROLLER_DECIDES = {"baseline_allow_unsupported_os": "yes"}
@@ -196,6 +197,10 @@ BAD = [
     ("flower", "memory-max-below-high", {"flower_memory_high_mb": 200, "flower_memory_max_mb": 100},
      "flower_memory_max_mb"),
     ("flower", "memory-word", {"flower_memory_high_mb": "lots"}, "flower_memory_high_mb"),
+    ("audit", "memory-warn-above-fail", {"audit_redis_memory_warn_pct": 96}, "audit_redis_memory_warn_pct"),
+    ("audit", "queue-word", {"audit_queue_warn_length": "many"}, "audit_queue_warn_length"),
+    ("audit", "unacked-over-100", {"audit_unacked_warn_pct": 120}, "audit_unacked_warn_pct"),
+    ("audit", "swap-negative", {"audit_swap_warn_pct": -1}, "audit_swap_warn_pct"),
 ]
 # Values near the refusals that must still pass.
 EDGE = [
@@ -214,6 +219,8 @@ EDGE = [
                                       "worker_groups": [{"name": "default", "disable_prefetch": "yes"}]}),
     ("redis", "worker-hosts-list", {"redis_worker_hosts": [], "redis_restart_wait_timeout": "60"}),
     ("flower", "nofile-auto", {"flower_nofile": "auto"}),
+    # -e audit_queue_warn_length=5 arrives as a string.
+    ("audit", "thresholds-as-strings", {"audit_queue_warn_length": "5", "audit_swap_fail_pct": "100"}),
     ("flower", "memory-caps-set", {"flower_memory_high_mb": "64", "flower_memory_max_mb": 64}),
 ]
 
@@ -286,7 +293,7 @@ def test_bad_value_fails_naming_the_variable(outcome, role, case):
     assert named in failures[0], failures
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", [role for role in ROLES if boolean_variables(role)])
 def test_every_boolean_refuses_a_non_boolean_string(outcome, role):
     failures = outcome(role)["bool-maybe"]
     names = CASES[role]["bool-maybe"][1]
