@@ -120,8 +120,9 @@ class Host:
         return None
 
     def visibility_timeout(self):
-        conf = self.sh("grep -o '\"visibility_timeout\": [0-9]*' /etc/celery/vpsstack_celery_settings.py "
-                       "| head -1 | grep -o '[0-9]*$'", check=False)
+        # The settings module holds them as a JSON string: the quotes around the key are escaped.
+        conf = self.sh("grep -oE 'visibility_timeout[^0-9,]*[0-9]+' /etc/celery/vpsstack_celery_settings.py "
+                       "| head -1 | grep -oE '[0-9]+$'", check=False)
         return int(conf) if conf else None
 
 
