@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Read-only health and drift check of one host of a vpsstack.celery stack.
 
 Input: one argument, base64 of a JSON spec (what the plan and the roles' settings expect; built by
@@ -63,7 +62,7 @@ class Redis:
             data = self.file.read(int(rest) + 2)[:-2]
             return data.decode(errors="replace")
         if kind == b"*":
-            return None if int(rest) < 0 else [self._read() for _ in range(int(rest))]
+            return None if int(rest) < 0 else [self._read() for _index in range(int(rest))]
         raise RuntimeError("unexpected reply %r" % line)
 
     def info(self, section):
@@ -174,7 +173,8 @@ def option(args, name):
 
 
 def supervisor_status():
-    out = subprocess.run(["supervisorctl", "status"], capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(["supervisorctl", "status"], capture_output=True, text=True, timeout=30,
+                         check=False).stdout
     status = {}
     for line in out.splitlines():
         parts = line.split()
@@ -204,7 +204,8 @@ def audit_worker(spec):
     spec["programs"] = planned_programs(spec)
     spec["nodes"] = ["%s@%s" % (g["name"], socket.gethostname()) for g in spec["groups"]]
     status = supervisor_status()
-    supervisord = subprocess.run(["pgrep", "-o", "-x", "supervisord"], capture_output=True, text=True).stdout
+    supervisord = subprocess.run(["pgrep", "-o", "-x", "supervisord"], capture_output=True, text=True,
+                                 check=False).stdout
     if supervisord.strip():
         audit_nofile("supervisord", int(supervisord), spec["nofile"])
     for program in spec["programs"]:
@@ -244,7 +245,8 @@ def audit_program_drift(program, pid):
 
 
 def celery(*args):
-    run = subprocess.run(["/usr/local/bin/vpsstack-celery", *args], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(["/usr/local/bin/vpsstack-celery", *args], capture_output=True, text=True, timeout=60,
+                         check=False)
     return run.stdout
 
 
@@ -319,7 +321,7 @@ def audit_host(spec):
     report("FAIL" if kills else "OK", "kernel OOM kills", "%d (%s)" % (kills, source))
     if spec.get("flower_budget_mb"):
         pid = subprocess.run(["systemctl", "show", "--property", "MainPID", "--value", "flower"],
-                             capture_output=True, text=True).stdout.strip()
+                             capture_output=True, text=True, check=False).stdout.strip()
         if pid in ("", "0"):
             report("FAIL", "flower", "not running")
         else:
