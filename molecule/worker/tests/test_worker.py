@@ -52,6 +52,17 @@ def test_programs_are_running(host):
     assert host.service("supervisor").is_enabled
 
 
+def test_workers_run_without_gossip_and_mingle(host):
+    """worker_gossip / worker_mingle default to false: the flags are on the running parents, and no worker asked
+    its neighbours at start (mingle logs 'mingle: searching for neighbors' at INFO, celery/worker/consumer/mingle.py)."""
+    for program in (p for p in state(host)["programs"] if p != "celery-beat"):
+        argv = host.file(f"/proc/{pid_of(host, program)}/cmdline").content_string.split("\0")
+        assert "--without-gossip" in argv and "--without-mingle" in argv, argv
+        log = host.file(f"/var/log/celery/{program}.log").content_string
+        assert "celery@" in log or "ready." in log, "the log shows no start at all: " + log[-500:]
+        assert "mingle: searching for neighbors" not in log, log[-2000:]
+
+
 def test_second_converge_did_not_restart_workers(host):
     saved = state(host)
     assert host.check_output("supervisorctl pid " + " ".join(saved["programs"])).splitlines() == saved["pids"]
