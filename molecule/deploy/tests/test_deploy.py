@@ -5,6 +5,7 @@ Tests run in file order and build on each other (one host, one sequence of deplo
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -180,3 +181,21 @@ def test_keep_n_prunes_the_oldest(host):
     assert rc == 0, output
     # 4 releases, keep 3: the oldest by switch time (src-old3) goes, never the one in use.
     assert releases(host) == sorted([SEEN["v1"], SEEN["v2"], "src-old4"]), releases(host)
+
+
+def test_a_release_that_does_not_load_is_not_left_behind_the_link(host, tmp_path):
+    """The check (check.yml) fails on a release whose code raises at import: the link goes back to the release
+    that ran before, the release built for it is removed, and the programs keep running the previous code."""
+    before_target, before_pids, before_releases = current(host), pids(host), releases(host)
+    broken = tmp_path / "broken"
+    shutil.copytree(os.path.join(FILES, "v1"), broken)
+    with open(broken / "relapp" / "tasks.py", "a", encoding="utf-8") as fh:
+        fh.write('\nraise ImportError("broken on purpose by test_deploy")\n')
+    rc, _stats, seconds, output = deploy("-e", f"worker_app_src={broken}/")
+    print(f"\nbroken release refused in {seconds:.0f} s")
+    assert rc != 0, output
+    assert "does not load" in output and "broken on purpose" in output, output
+    assert current(host) == before_target
+    assert releases(host) == before_releases
+    assert pids(host) == before_pids
+    assert version(host) == "v1"
