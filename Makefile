@@ -14,7 +14,7 @@ export VPSSTACK_IMAGE ?= localhost/ubuntu-systemd:24.04
 export MOLECULE_GLOB := molecule/*/molecule.yml
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help venv collection test-host lint unit preflight sanity build molecule test demo demo-destroy bench reliability clean
+.PHONY: help venv collection test-host lint unit preflight sanity build molecule test demo demo-destroy bench bench-quick reliability clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -63,8 +63,15 @@ demo: venv collection test-host ## a demo stack (redis, workers, beat, flower) i
 	molecule converge -s demo
 	molecule verify -s demo
 
-bench: ## measure process memory and throughput of the running demo stack (docs/benchmarks.md)
-	$(PYTHON) benchmarks/worker_memory.py
+# BENCH_ARGS: e.g. --big (2 GB / 2 vCPU), --repeat 5, --variants stock,collection (benchmarks/stack_bench.py -h).
+BENCH_ARGS ?=
+bench: venv collection test-host ## stock vs collection side by side in 1 GB / 1 vCPU containers: table + chart in docs/benchmarks.md
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python benchmarks/stack_bench.py $(BENCH_ARGS)
+
+bench-quick: venv collection test-host ## the same, small sizes, one round (a few minutes); output in .build/bench/
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python benchmarks/stack_bench.py --quick $(BENCH_ARGS)
 
 # Tasks per gevent scenario of `make reliability` (prefork scenarios get a fifth); molecule's verify runs 300.
 N ?= 10000
