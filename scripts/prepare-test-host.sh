@@ -37,4 +37,17 @@ CONF
   echo "prepare-test-host: wrote $conf (nofile ${hard_nofile})"
 fi
 
+# promtool for tests/unit/roles/test_alerts_rules.py (the alert rules of roles/alerts): the prometheus .deb of this
+# machine's archive unpacked into .build/promtool, the server not installed. Without it those tests skip.
+promtool_dir=.build/promtool
+if [ ! -x "$promtool_dir/usr/bin/promtool" ]; then
+  deb_dir=$(mktemp -d)
+  if (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null) && dpkg-deb -x "$deb_dir"/prometheus_*.deb "$promtool_dir"; then
+    echo "prepare-test-host: promtool in $promtool_dir ($("$promtool_dir/usr/bin/promtool" --version 2>&1 | head -1))"
+  else
+    echo "prepare-test-host: could not fetch the prometheus package; the promtool tests will skip"
+  fi
+  rm -rf "$deb_dir"
+fi
+
 scripts/build-image.sh

@@ -1,0 +1,162 @@
+"""Sends the audit's WARN/FAIL lines of this host to a webhook (and/or by mail): once per condition per repeat
+interval, and once when a condition clears. Run by vpsstack-alerts.service, which a systemd timer starts.
+
+Input: one argument, the path of a JSON config (0600 root: it holds the Redis password, and the webhook URL, which
+for Slack is a secret itself). It runs the audit's own script (roles/audit/files/vpsstack_audit.py, installed
+beside this one) with the spec the audit role computes: the spec base64 in argv, the Redis password on stdin.
+A condition is an audit line's check name at a status (WARN or FAIL); the state file (under /var/lib) keeps, per
+condition, its status and when it was last sent. Lines that need the whole inventory (more than one beat) are
+the playbook audit's: this script sees one host.
+Exit status: 0 when everything due was delivered (or nothing was due), 1 when a delivery failed (the state is
+then not advanced, so the next run sends again).
+"""
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+RANK = {"OK": 0, "WARN": 1, "FAIL": 2}
+
+
+def run_audit(config):
+    """The audit script's lines; a script that cannot run is itself a FAIL line (an alert, not silence)."""
+    spec = base64.b64encode(json.dumps(config["spec"]).encode()).decode()
+    env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+    try:
+        proc = subprocess.run([sys.executable, config["audit_script"], spec],
+                              input=config.get("redis_password", "") + "\n", capture_output=True, text=True,
+                              timeout=config.get("audit_timeout", 120), env=env, check=False)
+        if proc.returncode != 0:
+            return [["FAIL", "audit script", "exit %d: %s" % (proc.returncode, proc.stderr.strip()[-300:])]]
+        return json.loads(proc.stdout)["lines"]
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+        return [["FAIL", "audit script", "%s: %s" % (type(exc).__name__, exc)]]
+
+
+def decide(lines, state, now, repeat, min_status="WARN", notify_cleared=True):
+    """What to send now, and the state to keep once it is sent.
+
+    A condition is sent when it is new, when its status changed, or when it was last sent repeat seconds ago or
+    more; a condition of the state that is no longer there is sent once as cleared (status OK).
+    """
+    current = {}
+    for status, check, detail in lines:
+        if RANK[status] >= RANK[min_status] and RANK[status] > RANK[current.get(check, ("OK", ""))[0]]:
+            current[check] = (status, detail)
+    due, kept = [], {}
+    for check, (status, detail) in sorted(current.items()):
+        before = state.get(check)
+        if before and before["status"] == status and now - before["sent"] < repeat:
+            kept[check] = before
+            continue
+        change = "new" if not before else "changed" if before["status"] != status else "repeat"
+        due.append({"status": status, "check": check, "detail": detail, "change": change})
+        kept[check] = {"status": status, "sent": now, "since": before["since"] if before else now}
+    for check in sorted(set(state) - set(current)):
+        if notify_cleared:
+            due.append({"status": "OK", "check": check, "detail": "cleared (was %s)" % state[check]["status"],
+                        "change": "cleared"})
+    return due, kept
+
+
+def message(host, due):
+    text = "vpsstack alerts on %s:\n" % host + "\n".join(
+        "%-4s  %s: %s" % (d["status"], d["check"], d["detail"]) for d in due)
+    return {"text": text, "host": host, "alerts": due}
+
+
+def post(url, body, timeout):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (the URL is the operator's)
+        return response.status
+
+
+def mail(config, body):
+    worst = max((d["status"] for d in body["alerts"]), key=RANK.get)
+    text = "To: %s\nFrom: %s\nSubject: [vpsstack %s] %s\n\n%s\n" % (
+        ", ".join(config["email_to"]), config["email_from"], worst, body["host"], body["text"])
+    proc = subprocess.run([config["sendmail"], "-t", "-oi"], input=text, capture_output=True, text=True,
+                          timeout=60, check=False)
+    if proc.returncode != 0:
+        raise OSError("sendmail exit %d: %s" % (proc.returncode, proc.stderr.strip()[-300:]))
+
+
+def deliver(config, body):
+    """Every channel configured; the errors, with no URL in them (a Slack URL is a secret)."""
+    errors = []
+    if config.get("webhook_url"):
+        try:
+            post(config["webhook_url"], body, config.get("http_timeout", 10))
+        except urllib.error.HTTPError as exc:
+            errors.append("webhook: HTTP %s" % exc.code)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            errors.append("webhook: %s" % getattr(exc, "reason", exc))
+    if config.get("email_to"):
+        try:
+            mail(config, body)
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append("mail: %s" % exc)
+    return errors
+
+
+def prometheus_textfile(path, host, lines, now):
+    """The audit's lines for node_exporter's textfile collector: 0 OK, 1 WARN, 2 FAIL (docs/alerts.md)."""
+    def quoted(value):
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    out = ["# HELP vpsstack_audit_status Audit line status on this host: 0 OK, 1 WARN, 2 FAIL.",
+           "# TYPE vpsstack_audit_status gauge"]
+    worst = {}
+    for status, check, _detail in lines:
+        worst[check] = max(worst.get(check, 0), RANK[status])
+    out += ['vpsstack_audit_status{host="%s",check="%s"} %d' % (quoted(host), quoted(c), s)
+            for c, s in sorted(worst.items())]
+    out += ["# HELP vpsstack_audit_last_run_timestamp_seconds When the alerts timer last ran the audit.",
+            "# TYPE vpsstack_audit_last_run_timestamp_seconds gauge",
+            'vpsstack_audit_last_run_timestamp_seconds{host="%s"} %d' % (quoted(host), now)]
+    write_atomic(path, "\n".join(out) + "\n", 0o644)
+
+
+def write_atomic(path, text, mode):
+    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(handle, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def load_state(path):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def main():
+    with open(sys.argv[1]) as fh:
+        config = json.load(fh)
+    now = int(time.time())
+    lines = run_audit(config)
+    for status, check, detail in lines:
+        if status != "OK":
+            print("%-4s  %s: %s" % (status, check, detail))
+    if config.get("textfile"):
+        prometheus_textfile(config["textfile"], config["host"], lines, now)
+    due, kept = decide(lines, load_state(config["state_file"]), now, config["repeat_interval"],
+                       config.get("min_status", "WARN"), config.get("notify_cleared", True))
+    errors = deliver(config, message(config["host"], due)) if due else []
+    if errors:
+        print("not delivered, sent again on the next run: " + "; ".join(errors), file=sys.stderr)
+        sys.exit(1)
+    write_atomic(config["state_file"], json.dumps(kept), 0o600)
+    print("%d audit lines, %d not OK, %d sent" % (len(lines), sum(s != "OK" for s, _c, _d in lines), len(due)))
+
+
+if __name__ == "__main__":
+    main()
