@@ -1,4 +1,6 @@
 """Tasks of the release test app. Each run of slow() is counted in the result backend (duplicates)."""
+import os
+import signal
 import time
 
 from celery import Celery
@@ -18,3 +20,10 @@ def slow(key, token, seconds):
     app.backend.client.hincrby("relapp:runs:%s" % key, token, 1)
     time.sleep(float(seconds))
     return {"token": token, "version": VERSION, "done": time.time()}
+
+
+@app.task
+def poison(key):
+    """Kills its own pool child on every run, counting the runs first (tests/test_poison.py: the guard)."""
+    app.backend.client.incr("relapp:poison:%s" % key)
+    os.kill(os.getpid(), signal.SIGKILL)
