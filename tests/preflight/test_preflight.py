@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ROLES = ("baseline", "plan", "redis", "worker", "flower", "audit")
+ROLES = ("baseline", "plan", "redis", "worker", "flower", "audit", "alerts")
 PLAY = """
 - name: Preflight of {role}
   hosts: {hosts}
@@ -39,6 +39,8 @@ GOOD = {
     "flower": {"flower_users": [{"name": "ops", "password": "twelve chars"}], "flower_nofile": 4096,
                "flower_broker_password": "test-password", "flower_visibility_timeout": 3900},
     "audit": {},
+    # With the timer switched on (bool-true) it needs somewhere to send.
+    "alerts": {"alerts_webhook_url": "https://hooks.example.net/services/T0/B0/token"},
 }
 # Cases whose value this controller decides: the OS gate must stay open on a controller that is not Ubuntu 24.04.
 CONTROLLER_DECIDES = {"baseline_allow_unsupported_os": "yes"}
@@ -202,6 +204,23 @@ BAD = [
     ("audit", "queue-word", {"audit_queue_warn_length": "many"}, "audit_queue_warn_length"),
     ("audit", "unacked-over-100", {"audit_unacked_warn_pct": 120}, "audit_unacked_warn_pct"),
     ("audit", "swap-negative", {"audit_swap_warn_pct": -1}, "audit_swap_warn_pct"),
+    ("alerts", "timer-without-target", {"alerts_timer_enabled": "true", "alerts_webhook_url": ""},
+     "alerts_timer_enabled"),
+    ("alerts", "webhook-not-a-url", {"alerts_webhook_url": "hooks.slack.com/services/T0"}, "alerts_webhook_url"),
+    ("alerts", "check-interval-short", {"alerts_check_interval": 10}, "alerts_check_interval"),
+    ("alerts", "repeat-unit", {"alerts_repeat_interval": "1h"}, "alerts_repeat_interval"),
+    ("alerts", "http-timeout-zero", {"alerts_http_timeout": 0}, "alerts_http_timeout"),
+    ("alerts", "min-status", {"alerts_min_status": "INFO"}, "alerts_min_status"),
+    ("alerts", "email-string", {"alerts_email_to": "ops@example.net"}, "alerts_email_to"),
+    ("alerts", "email-not-an-address", {"alerts_email_to": ["ops at example.net"]}, "alerts_email_to"),
+    ("alerts", "email-from-two", {"alerts_email_from": "a@example.net, b@example.net"}, "alerts_email_from"),
+    ("alerts", "textfile-relative", {"alerts_textfile_dir": "node-exporter"}, "alerts_textfile_dir"),
+    ("alerts", "rules-dest-not-yaml", {"alerts_prometheus_rules_dest": "/tmp/rules.txt"},
+     "alerts_prometheus_rules_dest"),
+    ("alerts", "for-words", {"alerts_prometheus_for": "five minutes"}, "alerts_prometheus_for"),
+    ("alerts", "instance-empty", {"alerts_prometheus_instance": ""}, "alerts_prometheus_instance"),
+    ("alerts", "flower-job-empty", {"alerts_prometheus_flower_job": ""}, "alerts_prometheus_flower_job"),
+    ("alerts", "exporter-listen-port-only", {"alerts_redis_exporter_listen": ":9121"}, "alerts_redis_exporter_listen"),
 ]
 # Values near the refusals that must still pass.
 EDGE = [
@@ -224,6 +243,10 @@ EDGE = [
     # -e audit_queue_warn_length=5 arrives as a string.
     ("audit", "thresholds-as-strings", {"audit_queue_warn_length": "5", "audit_swap_fail_pct": "100"}),
     ("flower", "memory-caps-set", {"flower_memory_high_mb": "64", "flower_memory_max_mb": 64}),
+    # INI strings; mail only, no webhook; the shortest interval.
+    ("alerts", "strings-and-mail-only", {"alerts_timer_enabled": "yes", "alerts_webhook_url": "",
+                                         "alerts_email_to": ["ops@example.net"], "alerts_check_interval": "60",
+                                         "alerts_repeat_interval": "0", "alerts_min_status": "FAIL"}),
 ]
 
 
