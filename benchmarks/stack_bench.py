@@ -121,13 +121,14 @@ class Cgroup:
             self.v2 = False
             self.mem = "/sys/fs/cgroup/memory" + paths["memory"]
             self.cpu = "/sys/fs/cgroup/cpu" + paths.get("cpu", paths["memory"])
+            self.cpuacct = "/sys/fs/cgroup/cpuacct" + paths.get("cpuacct", paths["memory"])
         else:
             self.v2 = True
             # systemd inside the container moves PID 1 to init.scope; the limits sit one level up.
             path = paths["unified"]
             if path.endswith("/init.scope"):
                 path = path[: -len("/init.scope")]
-            self.mem = self.cpu = "/sys/fs/cgroup" + path
+            self.mem = self.cpu = self.cpuacct = "/sys/fs/cgroup" + path
 
     def read(self, base, name):
         with open(os.path.join(base, name), encoding="ascii") as handle:
@@ -139,6 +140,16 @@ class Cgroup:
             key, value = line.split()[:2]
             out[key] = int(value)
         return out
+
+    def drop_cache(self):
+        """Reclaim the cgroup's page cache (apt and pip left hundreds of MiB), so that the peak measures the
+        stack's own memory and what it caches while it runs. v1 force_empty reclaims with tasks inside too."""
+        try:
+            with open(os.path.join(self.mem, "memory.reclaim" if self.v2 else "memory.force_empty"), "w",
+                      encoding="ascii") as handle:
+                handle.write("1G" if self.v2 else "0")
+        except OSError:
+            pass
 
     def reset_peak(self):
         """v1: writing 0 resets max_usage_in_bytes. v2: memory.peak is reset by a write on kernels >= 6.12."""
@@ -163,6 +174,15 @@ class Cgroup:
             except OSError:
                 return 0
         return self.stat("memory.stat").get("total_swap", 0)
+
+    def cpu_seconds(self):
+        """CPU time used by everything in the container so far (workers, Redis, the producer)."""
+        if self.v2:
+            for line in self.read(self.cpu, "cpu.stat").splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+            return 0.0
+        return int(self.read(self.cpuacct, "cpuacct.usage")) / 1e9
 
     def vcpus(self):
         if self.v2:
@@ -262,6 +282,17 @@ def setup_stock(stack, version):
     podman_exec(stack.name, ["bash", "-c", STOCK_SETUP.format(venv=VENV, version=version)])
 
 
+def sync_app(stack):
+    """--reuse: the app as it is in the checkout now, and the workers restarted on it."""
+    run(["podman", "unpause", stack.name], check=False)
+    package = os.path.join(APP_DIR, "bench_app")
+    for name in sorted(os.listdir(package)):
+        if name.endswith(".py"):
+            with open(os.path.join(package, name), encoding="utf-8") as handle:
+                write_file(stack, "/opt/celery/app/bench_app/" + name, handle.read())
+    podman_exec(stack.name, ["supervisorctl", "restart", "all"])
+
+
 def write_inventory(tmp, stacks):
     """The inventory a user would write: redis + workers on one host; gevent for the IO-bound variant."""
     hosts = [s for s in stacks if s.kind == "collection"]
@@ -320,19 +351,26 @@ def collection_version():
     raise RuntimeError("worker_celery_version not found")
 
 
-def produce(stack, run_id, workload, n, args):
+def produce(stack, run_id, workload, n, args, on_start=None):
     """Run the producer in the container; stream its progress; return its JSON line."""
     argv = ["podman", "exec", stack.name] + stack.env + [
         VENV + "/bin/python", "-m", "bench_app.produce", run_id, workload, str(n),
         "--sleep-ms", str(args.sleep_ms), "--rounds", str(args.rounds), "--stall", str(args.stall)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if line.rstrip():
-            sys.stderr.write("\r  %-16s %-6s %s   " % (stack.variant, workload, line.rstrip()))
-            sys.stderr.flush()
-    out = proc.stdout.read()
-    proc.wait()
-    sys.stderr.write("\n")
+    tty = sys.stderr.isatty()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        for count, line in enumerate(proc.stderr):
+            if line.strip() == "start":
+                if on_start:
+                    on_start()
+                continue
+            # One progress line, rewritten in place on a terminal; every 10 s in a log.
+            if line.rstrip() and (tty or count % 10 == 0):
+                sys.stderr.write(("\r  %-14s %-6s %s   " if tty else "  %-14s %-6s %s\n")
+                                 % (stack.variant, workload, line.rstrip()))
+                sys.stderr.flush()
+        out = proc.stdout.read()
+    if tty:
+        sys.stderr.write("\n")
     if proc.returncode:
         raise RuntimeError("producer failed on %s: %s" % (stack.name, out))
     return json.loads(out.strip().splitlines()[-1])
@@ -340,14 +378,19 @@ def produce(stack, run_id, workload, n, args):
 
 def measure(stack, run_id, workload, n, args):
     before_oom = stack.cgroup.oom_kills()
+    stack.cgroup.drop_cache()
     stack.cgroup.reset_peak()
     sampler = Sampler(stack.cgroup)
+    cpu_before = []
     sampler.start()
     try:
-        result = produce(stack, run_id, workload, n, args)
+        result = produce(stack, run_id, workload, n, args,
+                         on_start=lambda: cpu_before.append(stack.cgroup.cpu_seconds()))
     finally:
         sampler.stop()
     result.update({
+        # CPU per task of the whole container: less sensitive to a busy host than tasks/s.
+        "cpu_ms_per_task": 1000 * (stack.cgroup.cpu_seconds() - cpu_before[0]) / n,
         "container_peak_mib": stack.cgroup.peak_bytes() / 2**20,
         "worker_rss_peak_mib": sampler.rss_peak_kib / 1024,
         "worker_processes": sampler.processes,
@@ -443,7 +486,8 @@ def ablate(stack, args, sizes, repeat):
                     row = measure(stack, "abl-%d-%s" % (round_no, workload), workload, sizes[workload], args)
                     row.update({"ablation": label, "workload": workload, "round": round_no})
                     rows.append(row)
-                    log("  %.1f tasks/s, p50 %s ms" % (row["tasks_per_s"], fmt(row["p50_ms"])))
+                    log("  %.1f tasks/s, %.2f CPU ms/task, p50 %s ms" % (row["tasks_per_s"], row["cpu_ms_per_task"],
+                                                                         fmt(row["p50_ms"])))
     finally:
         podman_exec(stack.name, ["supervisorctl", "stop", "celery-default"], check=False)
         write_file(stack, SETTINGS_FILE, settings)
@@ -455,18 +499,20 @@ def ablate(stack, args, sizes, repeat):
 
 
 def ablation_markdown(rows, sizes):
-    by = {}
+    by, cpu = {}, {}
     for row in rows:
         by.setdefault((row["ablation"], row["workload"]), []).append(row["tasks_per_s"])
+        cpu.setdefault((row["ablation"], row["workload"]), []).append(row["cpu_ms_per_task"])
     base = {w: statistics.median(by[("defaults", w)]) for w in ("cpu", "burst") if ("defaults", w) in by}
-    out = ["| collection with | cpu tasks/s (n=%d) | × defaults | burst tasks/s (n=%d) | × defaults |"
-           % (sizes["cpu"], sizes["burst"]), "|---|---:|---:|---:|---:|"]
+    out = ["| collection with | cpu tasks/s (n=%d) | × defaults | CPU ms/task | burst tasks/s (n=%d) | × defaults "
+           "| CPU ms/task |" % (sizes["cpu"], sizes["burst"]), "|---|---:|---:|---:|---:|---:|---:|"]
     for label, _o, _f in ABLATIONS:
         cells = []
         for workload in ("cpu", "burst"):
             values = by.get((label, workload))
             med = statistics.median(values) if values else None
-            cells += [fmt(med, "%.1f"), fmt(med / base[workload] if med and base.get(workload) else None, "%.2f")]
+            cells += [fmt(med, "%.1f"), fmt(med / base[workload] if med and base.get(workload) else None, "%.2f"),
+                      fmt(statistics.median(cpu[(label, workload)]) if values else None, "%.2f")]
         out.append("| %s | %s |" % (label, " | ".join(cells)))
     return "\n".join(out) + "\n"
 
@@ -492,7 +538,7 @@ def summarize(results):
     table = {}
     for row in results["runs"]:
         table.setdefault(row["variant"], {}).setdefault(row["workload"], []).append(row)
-    keys = ["tasks_per_s", "p50_ms", "p95_ms", "container_peak_mib", "worker_rss_peak_mib", "oom_kills",
+    keys = ["tasks_per_s", "cpu_ms_per_task", "p50_ms", "p95_ms", "container_peak_mib", "worker_rss_peak_mib", "oom_kills",
             "swap_mib", "lost", "duplicates", "host_load_avg"]
     return {v: {w: dict({k: median_of(rows, k) for k in keys}, repeats=len(rows),
                         oom_kills_total=sum(r["oom_kills"] for r in rows), lost_total=sum(r["lost"] for r in rows))
@@ -509,9 +555,9 @@ def markdown(results):
     out = ["_%s, %s; containers %s each; celery %s; repeats %d (medians); host load average during the runs "
            "%.2f–%.2f (%d CPUs)._" % (meta["date"], meta["cpu_model"], meta["container"], meta["celery_version"],
                                       meta["repeat"], meta["load_min"], meta["load_max"], meta["nproc"]), ""]
-    out += ["| workload | stack | n | tasks/s | × stock | p50 ms | p95 ms | container peak MiB | worker RSS MiB "
-            "| × stock | OOM kills | swap MiB | lost |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out += ["| workload | stack | n | tasks/s | × stock | CPU ms/task | p50 ms | p95 ms | container peak MiB "
+            "| worker RSS MiB | × stock | OOM kills | swap MiB | lost |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     stock = summary.get("stock", {})
     for workload in WORKLOADS:
         for variant in results["meta"]["variants"]:
@@ -522,9 +568,9 @@ def markdown(results):
             ratio = (row["tasks_per_s"] / base["tasks_per_s"]) if base.get("tasks_per_s") else None
             rss_ratio = (row["worker_rss_peak_mib"] / base["worker_rss_peak_mib"]
                          if base.get("worker_rss_peak_mib") else None)
-            out.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %d | %s | %d |" % (
+            out.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %d |" % (
                 workload, variant, results["meta"]["sizes"][workload], fmt(row["tasks_per_s"], "%.1f"),
-                fmt(ratio, "%.2f"), fmt(row["p50_ms"]), fmt(row["p95_ms"]), fmt(row["container_peak_mib"]),
+                fmt(ratio, "%.2f"), fmt(row["cpu_ms_per_task"], "%.2f"), fmt(row["p50_ms"]), fmt(row["p95_ms"]), fmt(row["container_peak_mib"]),
                 fmt(row["worker_rss_peak_mib"]), fmt(rss_ratio, "%.2f"), row["oom_kills_total"],
                 fmt(row["swap_mib"]), row["lost_total"]))
     out.append("")
@@ -680,6 +726,7 @@ def main(argv=None):
         else:
             for stack in stacks:
                 stack.cgroup = Cgroup(stack.name)
+                sync_app(stack)
         for stack in stacks:
             results["worker_commands"][stack.variant] = stack.worker_commands()
             results["cpu_probe"][stack.variant] = cpu_probe(stack, args.rounds)
@@ -697,8 +744,8 @@ def main(argv=None):
                     row = measure(stack, run_id, workload, sizes[workload], args)
                     row.update({"variant": stack.variant, "workload": workload, "round": round_no})
                     results["runs"].append(row)
-                    log("  %.1f tasks/s, p50 %s ms, p95 %s ms, peak %.0f MiB, worker RSS %.0f MiB, lost %d, "
-                        "OOM %d" % (row["tasks_per_s"], fmt(row["p50_ms"]), fmt(row["p95_ms"]),
+                    log("  %.1f tasks/s, %.2f CPU ms/task, p50 %s ms, p95 %s ms, peak %.0f MiB, worker RSS %.0f MiB, lost %d, "
+                        "OOM %d" % (row["tasks_per_s"], row["cpu_ms_per_task"], fmt(row["p50_ms"]), fmt(row["p95_ms"]),
                                     row["container_peak_mib"], row["worker_rss_peak_mib"], row["lost"],
                                     row["oom_kills"]))
                 run(["podman", "pause", stack.name])
