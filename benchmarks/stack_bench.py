@@ -351,11 +351,11 @@ def collection_version():
     raise RuntimeError("worker_celery_version not found")
 
 
-def produce(stack, run_id, workload, n, args, on_start=None):
+def produce(stack, run_id, workload, n, args, on_start=None, extra=()):
     """Run the producer in the container; stream its progress; return its JSON line."""
     argv = ["podman", "exec", stack.name] + stack.env + [
         VENV + "/bin/python", "-m", "bench_app.produce", run_id, workload, str(n),
-        "--sleep-ms", str(args.sleep_ms), "--rounds", str(args.rounds), "--stall", str(args.stall)]
+        "--sleep-ms", str(args.sleep_ms), "--rounds", str(args.rounds), "--stall", str(args.stall)] + list(extra)
     tty = sys.stderr.isatty()
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         for count, line in enumerate(proc.stderr):
@@ -376,21 +376,62 @@ def produce(stack, run_id, workload, n, args, on_start=None):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def freeze(name, frozen):
+    """podman pause/unpause; a pause can fail while a process is exiting (seen once): try again."""
+    for attempt in range(5):
+        proc = run(["podman", "pause" if frozen else "unpause", name], check=False)
+        state = run(["podman", "inspect", "-f", "{{.State.Status}}", name], check=False).stdout.strip()
+        if proc.returncode == 0 or state == ("paused" if frozen else "running"):
+            return
+        time.sleep(1 + attempt)
+    raise RuntimeError("podman %s %s failed: %s" % ("pause" if frozen else "unpause", name, proc.stderr))
+
+
+def worker_pids(cgroup):
+    pids = []
+    for pid in cgroup.pids():
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if b"celery" in cmdline and b"worker" in cmdline:
+            pids.append(int(pid))
+    return pids
+
+
+def signal_all(pids, signum):
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 def measure(stack, run_id, workload, n, args):
+    """A burst: the N tasks are queued while the workers are held (SIGSTOP from the host), then released;
+    throughput and latency count from the release, so the producer's publishing competes with nothing."""
     before_oom = stack.cgroup.oom_kills()
-    stack.cgroup.drop_cache()
-    stack.cgroup.reset_peak()
+    pids = worker_pids(stack.cgroup)
+    signal_all(pids, signal.SIGSTOP)
+    try:
+        published = produce(stack, run_id, workload, n, args, extra=["--publish-only"])
+    finally:
+        stack.cgroup.drop_cache()
+        stack.cgroup.reset_peak()
+        cpu_before = stack.cgroup.cpu_seconds()
+        released = time.time()
+        signal_all(pids, signal.SIGCONT)
     sampler = Sampler(stack.cgroup)
-    cpu_before = []
     sampler.start()
     try:
-        result = produce(stack, run_id, workload, n, args,
-                         on_start=lambda: cpu_before.append(stack.cgroup.cpu_seconds()))
+        result = produce(stack, run_id, workload, n, args, extra=["--since", "%.6f" % released])
     finally:
         sampler.stop()
+    result["publish_s"] = published["publish_s"]
     result.update({
         # CPU per task of the whole container: less sensitive to a busy host than tasks/s.
-        "cpu_ms_per_task": 1000 * (stack.cgroup.cpu_seconds() - cpu_before[0]) / n,
+        "cpu_ms_per_task": 1000 * (stack.cgroup.cpu_seconds() - cpu_before) / n,
         "container_peak_mib": stack.cgroup.peak_bytes() / 2**20,
         "worker_rss_peak_mib": sampler.rss_peak_kib / 1024,
         "worker_processes": sampler.processes,
@@ -640,6 +681,7 @@ def parse_args(argv=None):
     parser.add_argument("--io-variant-workloads", default="io,mixed",
                         help="workloads for collection-io (the group declared IO-bound)")
     parser.add_argument("--n", type=int, default=None, help="override the task count of every workload")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every task count (e.g. 0.5)")
     parser.add_argument("--sleep-ms", type=float, default=50.0)
     parser.add_argument("--rounds", type=int, default=10000, help="SHA-256 rounds of one CPU task (~7 ms here)")
     parser.add_argument("--stall", type=float, default=60.0)
@@ -661,6 +703,7 @@ def main(argv=None):
     sizes = dict(SIZES["quick" if args.quick else "full"])
     if args.n:
         sizes = {w: args.n for w in sizes}
+    sizes = {w: max(1, int(n * args.scale)) for w, n in sizes.items()}
     out_dir = args.out or os.path.join(ROOT, *((".build", "bench") if args.quick else ("docs", "benchmarks")))
     log_dir = os.path.join(ROOT, ".build", "bench")
     os.makedirs(log_dir, exist_ok=True)
@@ -682,7 +725,7 @@ def main(argv=None):
         "kernel": platform.release(), "container": "2 GB / 2 vCPU" if args.big else "1 GB / 1 vCPU",
         "celery_version": version, "repeat": repeat, "sizes": sizes, "variants": variants,
         "sleep_ms": args.sleep_ms, "rounds": args.rounds, "image": IMAGE,
-        "tree": args.tree,
+        "tree": "reused containers" if args.reuse else args.tree,
         "git": run(["git", "-C", ROOT, "rev-parse", "--short", args.tree if args.tree != "worktree" else "HEAD"],
                    check=False).stdout.strip()},
         "runs": [], "cpu_probe": {}, "worker_commands": {}, "setup_s": {}}
@@ -727,16 +770,17 @@ def main(argv=None):
             for stack in stacks:
                 stack.cgroup = Cgroup(stack.name)
                 sync_app(stack)
+        probes = {}
         for stack in stacks:
             results["worker_commands"][stack.variant] = stack.worker_commands()
-            results["cpu_probe"][stack.variant] = cpu_probe(stack, args.rounds)
-            log("%s: %s" % (stack.variant, results["cpu_probe"][stack.variant]))
-            run(["podman", "pause", stack.name])
+            freeze(stack.name, True)
         # Rounds interleave the stacks so that a change of host load hits all of them alike.
         for round_no in range(0 if args.ablate_only else repeat):
             for stack in stacks:
-                run(["podman", "unpause", stack.name])
+                freeze(stack.name, False)
                 warm_up(stack, args)
+                # The CPU limit is measured in every round too: the host's load changes what a task costs.
+                probes.setdefault(stack.variant, []).append(cpu_probe(stack, args.rounds))
                 for workload in (io_workloads if stack.variant == "collection-io" else workloads):
                     run_id = "%s-%s-%d" % (stack.variant, workload, round_no)
                     log("round %d/%d %s %s: %d tasks, host load %.2f" % (
@@ -748,12 +792,14 @@ def main(argv=None):
                         "OOM %d" % (row["tasks_per_s"], row["cpu_ms_per_task"], fmt(row["p50_ms"]), fmt(row["p95_ms"]),
                                     row["container_peak_mib"], row["worker_rss_peak_mib"], row["lost"],
                                     row["oom_kills"]))
-                run(["podman", "pause", stack.name])
+                freeze(stack.name, True)
+        for variant, runs in probes.items():
+            results["cpu_probe"][variant] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         if args.ablate:
             target = next(s for s in stacks if s.variant == "collection")
-            run(["podman", "unpause", target.name])
+            freeze(target.name, False)
             results["ablations"] = ablate(target, args, sizes, args.ablate)
-            run(["podman", "pause", target.name])
+            freeze(target.name, True)
     except KeyboardInterrupt:
         log("interrupted")
         if not args.keep:

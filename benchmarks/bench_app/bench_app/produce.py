@@ -4,7 +4,9 @@
 
 Clears the done list, publishes N tasks as fast as one process can (a burst), waits until all are done (or
 nothing finished for --stall seconds), prints one JSON line: throughput, latency percentiles, lost, duplicates.
-Progress goes to stderr once a second.
+Progress goes to stderr once a second. The benchmark splits it in two (--publish-only while the workers are held
+with SIGSTOP, then --since RELEASE_TIME): the queue is full before the workers start, and the producer's
+publishing does not compete with them for the container's CPU.
 """
 import argparse
 import json
@@ -40,9 +42,15 @@ def main():
     parser.add_argument("--sleep-ms", type=float, default=50.0)
     parser.add_argument("--rounds", type=int, default=10000)
     parser.add_argument("--stall", type=float, default=60.0, help="give up after this long without progress (s)")
+    parser.add_argument("--publish-only", action="store_true",
+                        help="publish and exit (the controller holds the workers stopped meanwhile)")
+    parser.add_argument("--since", type=float, default=None,
+                        help="only wait: the N tasks were queued before, the workers released at this time()")
     args = parser.parse_args()
 
     store = record_store()
+    if args.since is not None:
+        return wait(store, args, [args.since] * args.n)
     store.delete(DONE_KEY)
     enqueued = []
     # The controller reads the container's CPU counter here: the producer's start-up is not a task's cost.
@@ -53,7 +61,14 @@ def main():
         enqueued.append(time.time())
         task.apply_async(task_args)
     published = time.time()
+    if args.publish_only:
+        print(json.dumps({"publish_s": published - enqueued[0]}))
+        return None
+    return wait(store, args, enqueued, published - enqueued[0])
 
+
+def wait(store, args, enqueued, publish_s=None):
+    """Until all N are done (or no progress for --stall s); print the JSON line."""
     count, last_count, last_change, last_print = 0, -1, time.time(), 0.0
     while True:
         count = store.llen(DONE_KEY)
@@ -83,7 +98,7 @@ def main():
     span = (max(finished.values()) - enqueued[0]) if finished else None
     print(json.dumps({
         "n": args.n, "done": len(finished), "lost": args.n - len(finished), "duplicates": duplicates,
-        "publish_s": published - enqueued[0], "span_s": span,
+        "publish_s": publish_s, "span_s": span,
         "tasks_per_s": len(finished) / span if span else 0.0,
         "p50_ms": 1000 * percentile(latencies, 50) if latencies else None,
         "p95_ms": 1000 * percentile(latencies, 95) if latencies else None,
