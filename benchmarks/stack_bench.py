@@ -459,19 +459,20 @@ def warm_up(stack, args):
 # per-task cost goes (issue 12 §2). Settings are applied on top of the rendered settings module, the way the
 # role applies its own (vpsstack_celery_app imports ENFORCED); flags edit the supervisor program's command.
 ABLATIONS = [
-    ("defaults", {}, {}),
-    ("no result backend", {"result_backend": None}, {}),
-    ("acks_late off", {"task_acks_late": False, "task_reject_on_worker_lost": False}, {}),
-    ("prefetch 4", {"worker_prefetch_multiplier": 4}, {}),
-    ("no time limits", {"task_time_limit": None, "task_soft_time_limit": None}, {}),
-    ("no max-memory/tasks-per-child", {"worker_max_tasks_per_child": None}, {"drop": ["--max-memory-per-child"]}),
-    ("without gossip, mingle, heartbeat", {}, {"add": ["--without-gossip", "--without-mingle",
-                                                      "--without-heartbeat"]}),
-    ("without gossip, mingle", {}, {"add": ["--without-gossip", "--without-mingle"]}),
-    ("loglevel WARNING", {}, {"loglevel": "WARNING"}),
-    ("all of the above", {"result_backend": None, "task_acks_late": False, "task_reject_on_worker_lost": False,
-                          "worker_prefetch_multiplier": 4, "task_time_limit": None, "task_soft_time_limit": None,
-                          "worker_max_tasks_per_child": None},
+    ("defaults", "defaults", {}, {}),
+    ("no-result", "no result backend", {"result_backend": None}, {}),
+    ("no-acks-late", "acks_late off", {"task_acks_late": False, "task_reject_on_worker_lost": False}, {}),
+    ("prefetch4", "prefetch multiplier 4", {"worker_prefetch_multiplier": 4}, {}),
+    ("no-time-limits", "no time limits", {"task_time_limit": None, "task_soft_time_limit": None}, {}),
+    ("no-child-limits", "no max-memory/max-tasks per child", {"worker_max_tasks_per_child": None},
+     {"drop": ["--max-memory-per-child"]}),
+    ("no-broadcast", "without gossip, mingle, heartbeat", {},
+     {"add": ["--without-gossip", "--without-mingle", "--without-heartbeat"]}),
+    ("warning", "loglevel WARNING", {}, {"loglevel": "WARNING"}),
+    ("all", "all of the above", {"result_backend": None, "task_acks_late": False,
+                                 "task_reject_on_worker_lost": False, "worker_prefetch_multiplier": 4,
+                                 "task_time_limit": None, "task_soft_time_limit": None,
+                                 "worker_max_tasks_per_child": None},
      {"drop": ["--max-memory-per-child"], "add": ["--without-gossip", "--without-mingle", "--without-heartbeat"],
       "loglevel": "WARNING"}),
 ]
@@ -493,7 +494,7 @@ def edit_command(line, flags):
         out.append(word)
     if "loglevel" in flags and "--loglevel" in out:
         out[out.index("--loglevel") + 1] = flags["loglevel"]
-    return " ".join(out + flags.get("add", []))
+    return " ".join(out + [flag for flag in flags.get("add", []) if flag not in out])
 
 
 def write_file(stack, path, text):
@@ -508,7 +509,9 @@ def ablate(stack, args, sizes, repeat):
     rows = []
     try:
         for round_no in range(repeat):
-            for label, overrides, flags in ABLATIONS:
+            for key, label, overrides, flags in ABLATIONS:
+                if args.ablations and key not in args.ablations.split(","):
+                    continue
                 podman_exec(stack.name, ["supervisorctl", "stop", "celery-default"])
                 new_settings = settings
                 if overrides:
@@ -524,7 +527,8 @@ def ablate(stack, args, sizes, repeat):
                 warm_up(stack, args)
                 for workload in ("cpu", "burst"):
                     log("ablation round %d/%d, %s: %s" % (round_no + 1, repeat, label, workload))
-                    row = measure(stack, "abl-%d-%s" % (round_no, workload), workload, sizes[workload], args)
+                    row = measure(stack, "abl-%d-%s-%d" % (round_no, workload, time.time()), workload,
+                                  sizes[workload], args)
                     row.update({"ablation": label, "workload": workload, "round": round_no})
                     rows.append(row)
                     log("  %.1f tasks/s, %.2f CPU ms/task, p50 %s ms" % (row["tasks_per_s"], row["cpu_ms_per_task"],
@@ -547,7 +551,9 @@ def ablation_markdown(rows, sizes):
     base = {w: statistics.median(by[("defaults", w)]) for w in ("cpu", "burst") if ("defaults", w) in by}
     out = ["| collection with | cpu tasks/s (n=%d) | × defaults | CPU ms/task | burst tasks/s (n=%d) | × defaults "
            "| CPU ms/task |" % (sizes["cpu"], sizes["burst"]), "|---|---:|---:|---:|---:|---:|---:|"]
-    for label, _o, _f in ABLATIONS:
+    for _key, label, _o, _f in ABLATIONS:
+        if not any(k[0] == label for k in by):
+            continue
         cells = []
         for workload in ("cpu", "burst"):
             values = by.get((label, workload))
@@ -689,6 +695,7 @@ def parse_args(argv=None):
     parser.add_argument("--doc", default=None, help="Markdown file to update (default docs/benchmarks.md; quick: none)")
     parser.add_argument("--ablate", type=int, default=0, metavar="R",
                         help="then R rounds of one-change-at-a-time variants of the collection (cpu, burst)")
+    parser.add_argument("--ablations", default="", help="keys of ABLATIONS to run (default all)")
     parser.add_argument("--ablate-only", action="store_true", help="skip the stock/collection rounds")
     parser.add_argument("--tree", default="HEAD",
                         help="collection to converge: a commit (default HEAD, via git archive) or 'worktree'")
@@ -782,7 +789,8 @@ def main(argv=None):
                 # The CPU limit is measured in every round too: the host's load changes what a task costs.
                 probes.setdefault(stack.variant, []).append(cpu_probe(stack, args.rounds))
                 for workload in (io_workloads if stack.variant == "collection-io" else workloads):
-                    run_id = "%s-%s-%d" % (stack.variant, workload, round_no)
+                    # Unique per invocation: a record left by an interrupted run cannot count.
+                    run_id = "%s-%s-%d-%d" % (stack.variant, workload, round_no, time.time())
                     log("round %d/%d %s %s: %d tasks, host load %.2f" % (
                         round_no + 1, repeat, stack.variant, workload, sizes[workload], os.getloadavg()[0]))
                     row = measure(stack, run_id, workload, sizes[workload], args)
