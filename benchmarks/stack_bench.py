@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -623,6 +622,8 @@ def markdown(results):
     out.append("")
     for variant, probe in results["cpu_probe"].items():
         cpu = summary.get(variant, {}).get("cpu", {})
+        if not cpu:
+            continue
         share = cpu.get("tasks_per_s") / probe["limit_tasks_per_s"] if cpu.get("tasks_per_s") else None
         out.append("- CPU limit on %s: one burn() task = %.2f ms CPU, %.1f vCPU → %.0f tasks/s; its cpu workload "
                    "reached %s of it." % (variant, probe["task_cpu_ms"], probe["vcpus"], probe["limit_tasks_per_s"],
