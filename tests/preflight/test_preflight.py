@@ -188,6 +188,12 @@ BAD = [
     ("worker", "poison-max-lost-word", {"worker_poison_max_lost": "often"}, "worker_poison_max_lost"),
     ("worker", "disable-prefetch-word", {"worker_groups": [{"name": "default", "disable_prefetch": "sometimes"}]},
      "disable_prefetch"),
+    ("worker", "watchdog-interval-short", {"worker_watchdog_interval": 2}, "worker_watchdog_interval"),
+    ("worker", "watchdog-interval-unit", {"worker_watchdog_interval": "1m"}, "worker_watchdog_interval"),
+    ("worker", "watchdog-failures-zero", {"worker_watchdog_failures": 0}, "worker_watchdog_failures"),
+    ("worker", "watchdog-timeout-above-interval", {"worker_watchdog_interval": 30, "worker_watchdog_ping_timeout": 45},
+     "worker_watchdog_ping_timeout"),
+    ("worker", "watchdog-timeout-zero", {"worker_watchdog_ping_timeout": 0}, "worker_watchdog_ping_timeout"),
     ("redis", "worker-hosts-string", {"redis_worker_hosts": "worker1"}, "redis_worker_hosts"),
     ("redis", "restart-wait-zero", {"redis_restart_wait_timeout": 0}, "redis_restart_wait_timeout"),
     ("flower", "weak-password", {"flower_users": [{"name": "ops", "password": "short"}]}, "flower_users"),
@@ -238,6 +244,11 @@ EDGE = [
     ("worker", "celery-5.6-options", {"worker_eta_task_limit": "100", "worker_soft_shutdown_timeout": "2.5",
                                       "worker_poison_max_lost": "3",
                                       "worker_groups": [{"name": "default", "disable_prefetch": "yes"}]}),
+    # -e worker_watchdog_interval=10 arrives as a string; a timeout equal to the interval is allowed.
+    ("worker", "watchdog-as-strings", {"worker_watchdog_enabled": "yes", "worker_watchdog_interval": "10",
+                                       "worker_watchdog_failures": "1", "worker_watchdog_ping_timeout": "10"}),
+    # Switched off, its numbers are not checked (the timer is removed).
+    ("worker", "watchdog-off", {"worker_watchdog_enabled": "false", "worker_watchdog_interval": 0}),
     ("redis", "worker-hosts-list", {"redis_worker_hosts": [], "redis_restart_wait_timeout": "60"}),
     ("flower", "nofile-auto", {"flower_nofile": "auto"}),
     # -e audit_queue_warn_length=5 arrives as a string.
