@@ -184,6 +184,7 @@ BAD = [
     ("worker", "setting-dash", {"worker_extra_settings": {"task-acks-late": True}}, "worker_extra_settings"),
     ("worker", "eta-limit-zero", {"worker_eta_task_limit": 0}, "worker_eta_task_limit"),
     ("worker", "eta-limit-word", {"worker_eta_task_limit": "many"}, "worker_eta_task_limit"),
+    ("worker", "eta-limit-not-above-concurrency", {"worker_eta_task_limit": 1}, "worker_eta_task_limit"),
     ("worker", "soft-shutdown-negative", {"worker_soft_shutdown_timeout": -5}, "worker_soft_shutdown_timeout"),
     ("worker", "poison-max-lost-word", {"worker_poison_max_lost": "often"}, "worker_poison_max_lost"),
     ("worker", "disable-prefetch-word", {"worker_groups": [{"name": "default", "disable_prefetch": "sometimes"}]},
