@@ -270,15 +270,35 @@ def audit_celery(spec):
                + ("" if loaded == expected else ", the role sets %s" % json.dumps(expected)))
 
 
+# The worker role's poison-task guard logs this when it gives a task up (roles/worker/files/vpsstack_poison_guard.py).
+POISON_LINE = re.compile(r"Poison task (\S+?)\[")
+
+
+def scan_worker_log(lines):
+    """(WorkerLostError lines, names of the tasks the poison guard gave up on) in one worker log."""
+    lost, poison = 0, []
+    for line in lines:
+        lost += "WorkerLostError" in line
+        found = POISON_LINE.search(line)
+        if found:
+            poison.append(found.group(1))
+    return lost, poison
+
+
 def audit_log_errors(spec):
     boot = time.time() - float(open("/proc/uptime").read().split()[0])
-    lost = 0
+    lost, poison = 0, []
     for path in glob.glob(os.path.join(spec["log_dir"], "celery-*.log")):
         if os.path.getmtime(path) < boot:
             continue
         with open(path, errors="replace") as fh:
-            lost += sum("WorkerLostError" in line for line in fh)
+            file_lost, file_poison = scan_worker_log(fh)
+        lost += file_lost
+        poison += file_poison
     report("WARN" if lost else "OK", "WorkerLostError in worker logs", "%d lines" % lost)
+    # A poison task was failed, not run: its caller never got a result. Name the tasks so someone fixes them.
+    report("WARN" if poison else "OK", "poison tasks given up",
+           "%d: %s" % (len(poison), ", ".join(sorted(set(poison)))) if poison else "none")
 
 
 # --- Every host

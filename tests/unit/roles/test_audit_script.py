@@ -89,3 +89,24 @@ def test_program_drift_names_what_differs(monkeypatch):
     status, check, detail = audit.LINES[0]
     assert (status, check) == ("FAIL", "celery-default settings")
     assert "concurrency" in detail and "pool" not in detail
+
+
+def test_worker_log_scan_counts_lost_children_and_names_poison_tasks():
+    log = [
+        "[2026-11-30 10:00:00,000: ERROR/MainProcess] Task handler raised error: WorkerLostError('Worker exited "
+        "prematurely: signal 9 (SIGKILL) Job: 3.')",
+        "[2026-11-30 10:00:01,000: WARNING/MainProcess] Task app.tasks.crunch[1f2e] lost its worker child "
+        "(1 of worker_poison_max_lost=3): requeued",
+        "[2026-11-30 10:00:09,000: ERROR/MainProcess] Poison task app.tasks.crunch[1f2e]: its worker child was lost "
+        "3 times (worker_poison_max_lost=3): not requeued again, acknowledged and marked failed (WorkerLostError)",
+        "[2026-11-30 10:00:10,000: INFO/MainProcess] Task app.tasks.add[77aa] succeeded in 0.01s: 3",
+    ]
+    assert audit.scan_worker_log(log) == (2, ["app.tasks.crunch"])
+    assert audit.scan_worker_log(["plain line"]) == (0, [])
+
+
+def test_the_poison_pattern_matches_what_the_guard_logs():
+    with open(os.path.join(REPO, "roles", "worker", "files", "vpsstack_poison_guard.py"), encoding="utf-8") as fh:
+        guard = fh.read()
+    assert '"Poison task %s[%s]: ' in guard  # the format the audit's POISON_LINE reads
+    assert audit.POISON_LINE.search("Poison task %s[%s]: " % ("proj.tasks.x", "id")).group(1) == "proj.tasks.x"
