@@ -284,7 +284,7 @@ def categorize(tasks, index):
         row = totals.setdefault(kind, {"s": 0.0, "tasks": 0})
         row["s"] = round(row["s"] + task["s"], 2)
         row["tasks"] += 1
-    return dict(sorted(totals.items(), key=lambda kv: -kv[1]["s"]))
+    return totals
 
 
 # --- the script side
@@ -298,7 +298,10 @@ def run_script(port, key, versions, log_path):
         wall = time.monotonic() - started
     if proc.returncode:
         raise RuntimeError("converge_script.sh failed (rc %d), see %s" % (proc.returncode, log_path))
-    return round(wall, 2)
+    with open(log_path, encoding="utf-8") as handle:
+        text = handle.read()
+    steps = {m.group(1): float(m.group(2)) for m in re.finditer(r"^step (\S+) (\d+\.\d+)$", text, re.M)}
+    return {"wall_s": round(wall, 2), "steps_s": steps, "log": os.path.relpath(log_path, ROOT)}
 
 
 # --- results
@@ -342,6 +345,11 @@ def yes_no(flag):
     return "**met**" if flag else "**not met**"
 
 
+def by_time(kinds):
+    """Slowest kind first (the JSON file keeps its keys sorted by name)."""
+    return sorted(kinds.items(), key=lambda kv: -kv[1]["s"])
+
+
 def markdown(results, findings):
     s, meta = results["summary"], results["meta"]
     median_run = sorted(results["no_change"], key=lambda r: r["wall_s"])[len(results["no_change"]) // 2]
@@ -363,10 +371,15 @@ def markdown(results, findings):
     if s["no_change_changed"]:
         out += ["Changed in a no-change run: %s." % "; ".join(
             sorted({t for r in results["no_change"] for t in r["changed_tasks"]})), ""]
+    first = results["first_converge"]
+    out += ["First converge by kind of task: %s (%.1f s in %d tasks). Script by step: %s." % (
+        ", ".join("%s %.1f s" % (kind, row["s"]) for kind, row in by_time(first["kinds"])), first["tasks_s"],
+        first["tasks_timed"], ", ".join("%s %.1f s" % kv for kv in results["script"].get("steps_s", {}).items())),
+        ""]
     out += ["Where the no-change run's %.1f s go (profile_tasks, the median run; %d tasks, %.1f s in tasks, the rest "
             "is start-up):" % (median_run["wall_s"], median_run["tasks_timed"], median_run["tasks_s"]), "",
             "| kind | s | tasks |", "|---|---:|---:|"]
-    out += ["| %s | %.1f | %d |" % (kind, row["s"], row["tasks"]) for kind, row in median_run["kinds"].items()]
+    out += ["| %s | %.1f | %d |" % (kind, row["s"], row["tasks"]) for kind, row in by_time(median_run["kinds"])]
     out += ["", "The %d slowest tasks of that run:" % SLOWEST, "", "| s | task | file | module |", "|---:|---|---|---|"]
     for task in median_run["tasks"][:SLOWEST]:
         out.append("| %.2f | %s | %s | %s%s |" % (task["s"], task["name"].replace("|", "\\|"), task["file"],
@@ -402,11 +415,13 @@ def write_doc(doc, table):
 
 def write_outputs(results, out_dir, doc):
     os.makedirs(out_dir, exist_ok=True)
-    md_path = os.path.join(out_dir, "converge.md")
-    table = markdown(results, kept_findings(md_path))
-    with open(os.path.join(out_dir, "converge.json"), "w", encoding="utf-8") as handle:
+    json_path = os.path.join(out_dir, "converge.json")
+    # The numbers first: a failure below leaves them for --render.
+    with open(json_path, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1, sort_keys=True)
         handle.write("\n")
+    md_path = os.path.join(out_dir, "converge.md")
+    table = markdown(results, kept_findings(md_path))
     with open(md_path, "w", encoding="utf-8") as handle:
         handle.write(table)
     if doc:
@@ -442,9 +457,10 @@ def measure(args, results):
         log("  %.1f s, %s" % (first["wall_s"], first["recap"]))
 
         log("converge_script.sh over SSH (127.0.0.1:%d), log %s/script.log" % (ports[SCRIPT_HOST], LOG_DIR))
-        results["script"] = {"wall_s": run_script(ports[SCRIPT_HOST], key, results["meta"]["versions"],
-                                                  os.path.join(LOG_DIR, "script.log")), "load_after": load()}
-        log("  %.1f s" % results["script"]["wall_s"])
+        script = run_script(ports[SCRIPT_HOST], key, results["meta"]["versions"], os.path.join(LOG_DIR, "script.log"))
+        script["load_after"] = load()
+        results["script"] = script
+        log("  %.1f s, %s" % (script["wall_s"], script["steps_s"]))
 
         for number in range(1, args.repeat + 1):
             log("no-change converge %d/%d, log %s/no-change-%d.log" % (number, args.repeat, LOG_DIR, number))
