@@ -155,7 +155,7 @@ def write_inventory(tmp, port, key, source):
     return path
 
 
-def playbook(inventory, source, collections, log_path):
+def playbook(inventory, source, collections, log_path, play=None):
     """One timed ansible-playbook playbooks/site.yml; the wall time includes Ansible's own start-up, as users see it."""
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_PIPELINING="True", ANSIBLE_NOCOLOR="1",
                ANSIBLE_FORCE_COLOR="false", ANSIBLE_HOST_KEY_CHECKING="False",
@@ -164,8 +164,8 @@ def playbook(inventory, source, collections, log_path):
                PROFILE_TASKS_TASK_OUTPUT_LIMIT="1000")
     with open(log_path, "w", encoding="utf-8") as out:
         started = time.monotonic()
-        proc = subprocess.run(["ansible-playbook", "-i", inventory, os.path.join(source, "playbooks", "site.yml")],
-                              check=False, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=source)
+        argv = ["ansible-playbook", "-i", inventory, play or os.path.join(source, "playbooks", "site.yml")]
+        proc = subprocess.run(argv, check=False, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=source)
         wall = time.monotonic() - started
     with open(log_path, encoding="utf-8") as handle:
         text = handle.read()
@@ -203,6 +203,42 @@ def changed_tasks(text):
         elif line.startswith("changed:") and current and current not in found:
             found.append(current)
     return found
+
+
+# What one task costs on this connection, to turn "N fewer round trips" into seconds: a remote module call (stat),
+# a task that stays on the controller (set_fact), a skipped task, and a 10-item loop of the same stat.
+PROBE_N = 10
+PROBE_PLAY = """- name: Round-trip probe
+  hosts: all
+  gather_facts: false
+  tasks:
+%s
+    - name: probe loop
+      ansible.builtin.stat: {path: /etc/hostname, get_checksum: false}
+      loop: %s
+"""
+PROBE_TASKS = {
+    "remote": "ansible.builtin.stat: {path: /etc/hostname, get_checksum: false}",
+    "controller": "ansible.builtin.set_fact: {convbench_probe: 1}",
+    "skipped": "ansible.builtin.stat: {path: /etc/hostname}\n      when: false",
+}
+
+
+def probe(inventory, source, collections, tmp, log_path):
+    tasks = "\n".join("    - name: probe %s %d\n      %s" % (kind, n, body)
+                      for kind, body in PROBE_TASKS.items() for n in range(PROBE_N))
+    path = os.path.join(tmp, "probe.yml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(PROBE_PLAY % (tasks, list(range(PROBE_N))))
+    result = playbook(inventory, source, collections, log_path, path)
+    costs = {}
+    for kind in PROBE_TASKS:
+        costs[kind + "_s"] = round(statistics.median(t["s"] for t in result["tasks"]
+                                                     if t["name"].startswith("probe %s " % kind)), 3)
+    loop = next(t["s"] for t in result["tasks"] if t["name"] == "probe loop")
+    costs["loop_item_s"] = round(loop / PROBE_N, 3)
+    costs["wall_s"] = result["wall_s"]
+    return costs
 
 
 def task_index(source):
@@ -380,6 +416,11 @@ def markdown(results, findings):
             "is start-up):" % (median_run["wall_s"], median_run["tasks_timed"], median_run["tasks_s"]), "",
             "| kind | s | tasks |", "|---|---:|---:|"]
     out += ["| %s | %.1f | %d |" % (kind, row["s"], row["tasks"]) for kind, row in by_time(median_run["kinds"])]
+    if results.get("probe"):
+        p = results["probe"]
+        out += ["", "One task on this connection, same run (median of %d): a remote module call (stat) %.2f s, a "
+                "controller-only task (set_fact) %.2f s, a skipped task %.2f s, one loop item %.2f s." % (
+                    PROBE_N, p["remote_s"], p["controller_s"], p["skipped_s"], p["loop_item_s"])]
     out += ["", "The %d slowest tasks of that run:" % SLOWEST, "", "| s | task | file | module |", "|---:|---|---|---|"]
     for task in median_run["tasks"][:SLOWEST]:
         out.append("| %.2f | %s | %s | %s%s |" % (task["s"], task["name"].replace("|", "\\|"), task["file"],
@@ -469,6 +510,9 @@ def measure(args, results):
             again["load_after"] = load()
             results["no_change"].append(again)
             log("  %.1f s, %s" % (again["wall_s"], again["recap"]))
+        log("round-trip probe: %d stat, %d set_fact, %d skipped tasks, a %d-item loop" % ((PROBE_N,) * 4))
+        results["probe"] = probe(inventory, source, collections, tmp, os.path.join(LOG_DIR, "probe.log"))
+        log("  %s" % results["probe"])
         results["meta"]["load_after"] = load()
     for run_result in [results["first_converge"]] + results["no_change"]:
         run_result["tasks"] = run_result["tasks"][:SLOWEST]
