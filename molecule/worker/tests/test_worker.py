@@ -249,12 +249,15 @@ def test_redis_restart_through_the_role_loses_nothing(host):
     # A clean stop/start: supervisor logged the stops as expected ones.
     assert "stopped: celery-default" in logs[SUPERVISOR_LOG], logs[SUPERVISOR_LOG]
     assert "stopped: celery-io" in logs[SUPERVISOR_LOG], logs[SUPERVISOR_LOG]
-    gevent_ok(counts)
+    # gevent too: the warm stop lets every greenlet ack before Redis goes (the ack pool is sized to the greenlets:
+    # broker_transport_options.max_connections, docs/worker.md).
+    assert counts["gevent"]["sent"] > 0 and counts["gevent"]["lost"] == 0, counts
+    assert counts["gevent"]["duplicates"] == 0, counts
 
 
 def gevent_ok(counts):
-    """Open (docs/worker.md, "Still open"): the gevent worker's acks fail with MaxConnectionsError (kombu's channel
-    pool, max_connections 10, under 56 greenlets); unacked messages run twice or wait for the visibility timeout."""
+    """A raw restart cuts greenlets off mid-ack: a message acked while Redis is down runs again, one still running
+    waits for the visibility timeout (past this test's wait). Measured, not guaranteed (docs/reliability.md)."""
     assert counts["gevent"]["sent"] > 0, counts
     if counts["gevent"]["lost"] or counts["gevent"]["duplicates"]:
         pytest.xfail(f"gevent under load: {counts['gevent']}")
