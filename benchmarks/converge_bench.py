@@ -381,6 +381,13 @@ def yes_no(flag):
     return "**met**" if flag else "**not met**"
 
 
+def script_steps(script):
+    """The script's steps in the order they run (the JSON file sorts them by name)."""
+    order = ["apt-update", "apt-install", "celery-venv", "flower-venv"]
+    steps = script.get("steps_s", {})
+    return sorted(steps.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+
+
 def by_time(kinds):
     """Slowest kind first (the JSON file keeps its keys sorted by name)."""
     return sorted(kinds.items(), key=lambda kv: -kv[1]["s"])
@@ -410,7 +417,7 @@ def markdown(results, findings):
     first = results["first_converge"]
     out += ["First converge by kind of task: %s (%.1f s in %d tasks). Script by step: %s." % (
         ", ".join("%s %.1f s" % (kind, row["s"]) for kind, row in by_time(first["kinds"])), first["tasks_s"],
-        first["tasks_timed"], ", ".join("%s %.1f s" % kv for kv in results["script"].get("steps_s", {}).items())),
+        first["tasks_timed"], ", ".join("%s %.1f s" % kv for kv in script_steps(results["script"]))),
         ""]
     out += ["Where the no-change run's %.1f s go (profile_tasks, the median run; %d tasks, %.1f s in tasks, the rest "
             "is start-up):" % (median_run["wall_s"], median_run["tasks_timed"], median_run["tasks_s"]), "",
