@@ -113,8 +113,15 @@ def wait_ssh(port, key):
 
 
 def remove_containers():
+    # Seen once on a busy host: rm returned while the container stayed (exited): try again, then say so.
     for name in (ANSIBLE_HOST, SCRIPT_HOST):
-        run(["podman", "rm", "-f", "-t", "5", name], check=False)
+        for _attempt in range(3):
+            run(["podman", "rm", "-f", "-t", "5", name], check=False)
+            if run(["podman", "container", "exists", name], check=False).returncode != 0:
+                break
+            time.sleep(2)
+        else:
+            log("could not remove %s: podman rm -f %s" % (name, name))
 
 
 # --- the ansible side
