@@ -76,7 +76,7 @@ bench-quick: venv collection test-host ## the same, small sizes, one round (a fe
 bench-converge: venv collection test-host ## first and no-change converge over SSH vs a plain install script
 	$(BIN)/python benchmarks/converge_bench.py $(BENCH_ARGS)
 
-# Tasks per gevent scenario of `make reliability` (prefork scenarios get a fifth); molecule's verify runs 300.
+# Tasks per gevent scenario of `make reliability` (prefork scenarios get a tenth); molecule's verify runs 300.
 N ?= 10000
 reliability: venv collection test-host ## fault harness, full size (N=10000; N=...): converge, run, table into docs/reliability.md, destroy
 	molecule destroy -s reliability
