@@ -14,7 +14,7 @@ export VPSSTACK_IMAGE ?= localhost/ubuntu-systemd:24.04
 export MOLECULE_GLOB := molecule/*/molecule.yml
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help venv collection test-host lint unit preflight sanity build molecule test demo demo-destroy bench bench-quick reliability clean
+.PHONY: help venv collection test-host lint unit preflight sanity build molecule test demo demo-destroy bench bench-quick bench-converge reliability clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -73,8 +73,10 @@ bench-quick: venv collection test-host ## the same, small sizes, one round (a fe
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python benchmarks/stack_bench.py --quick $(BENCH_ARGS)
 
+# CONVERGE_ARGS: e.g. --repeat 5, --keep (benchmarks/converge_bench.py -h).
+CONVERGE_ARGS ?=
 bench-converge: venv collection test-host ## first and no-change converge over SSH vs a plain install script
-	$(BIN)/python benchmarks/converge_bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/converge_bench.py $(CONVERGE_ARGS)
 
 # Tasks per gevent scenario of `make reliability` (prefork scenarios get a tenth); molecule's verify runs 300.
 N ?= 10000
