@@ -475,12 +475,25 @@ ABLATIONS = [
      {"drop": ["--max-memory-per-child"], "add": ["--without-gossip", "--without-mingle", "--without-heartbeat"],
       "loglevel": "WARNING"}),
 ]
+# The same on the collection-io container (`--ablate-variant collection-io --ablate-workloads io`): how many
+# greenlets per vCPU, and the issue's gevent flags (INFO vs WARNING, the -c 100 cliff without heartbeat).
+GEVENT_ABLATIONS = [
+    ("defaults", "defaults (-c 100)", {}, {}),
+    ("c10", "-c 10", {}, {"set": {"--concurrency": "10"}}),
+    ("c25", "-c 25", {}, {"set": {"--concurrency": "25"}}),
+    ("c50", "-c 50", {}, {"set": {"--concurrency": "50"}}),
+    ("c200", "-c 200", {}, {"set": {"--concurrency": "200"}}),
+    ("warning", "loglevel WARNING", {}, {"loglevel": "WARNING"}),
+    ("no-heartbeat", "without heartbeat", {}, {"add": ["--without-heartbeat"]}),
+    ("no-result", "no result backend", {"result_backend": None}, {}),
+]
 SETTINGS_FILE = "/etc/celery/vpsstack_celery_settings.py"
 PROGRAM_FILE = "/etc/supervisor/conf.d/celery-default.conf"
 
 
 def edit_command(line, flags):
-    """The program's command= line with options dropped (with their value), added, or the log level changed."""
+    """The program's command= line with options dropped (with their value), added, set to a value, or the log
+    level changed."""
     words = line.split()
     out, skip = [], False
     for word in words:
@@ -493,6 +506,8 @@ def edit_command(line, flags):
         out.append(word)
     if "loglevel" in flags and "--loglevel" in out:
         out[out.index("--loglevel") + 1] = flags["loglevel"]
+    for option, value in flags.get("set", {}).items():
+        out[out.index(option) + 1] = value
     return " ".join(out + [flag for flag in flags.get("add", []) if flag not in out])
 
 
@@ -501,14 +516,19 @@ def write_file(stack, path, text):
                    check=True, capture_output=True)
 
 
+def ablations_for(variant):
+    return GEVENT_ABLATIONS if variant == "collection-io" else ABLATIONS
+
+
 def ablate(stack, args, sizes, repeat):
-    """Run cpu and burst on the collection container once per ablation; restore the files after each."""
+    """Run the ablation workloads (cpu and burst by default) on one collection container once per ablation;
+    restore the files after each."""
     settings = podman_exec(stack.name, ["cat", SETTINGS_FILE]).stdout
     program = podman_exec(stack.name, ["cat", PROGRAM_FILE]).stdout
     rows = []
     try:
         for round_no in range(repeat):
-            for key, label, overrides, flags in ABLATIONS:
+            for key, label, overrides, flags in ablations_for(stack.variant):
                 if args.ablations and key not in args.ablations.split(","):
                     continue
                 podman_exec(stack.name, ["supervisorctl", "stop", "celery-default"])
@@ -524,7 +544,7 @@ def ablate(stack, args, sizes, repeat):
                 podman_exec(stack.name, ["supervisorctl", "update"])
                 podman_exec(stack.name, ["supervisorctl", "start", "celery-default"], check=False)
                 warm_up(stack, args)
-                for workload in ("cpu", "burst"):
+                for workload in args.ablate_workloads.split(","):
                     log("ablation round %d/%d, %s: %s" % (round_no + 1, repeat, label, workload))
                     row = measure(stack, "abl-%d-%s-%d" % (round_no, workload, time.time()), workload,
                                   sizes[workload], args)
@@ -542,23 +562,28 @@ def ablate(stack, args, sizes, repeat):
     return rows
 
 
-def ablation_markdown(rows, sizes):
-    by, cpu = {}, {}
+def ablation_markdown(rows, sizes, variant="collection", workloads=("cpu", "burst")):
+    by, cpu, rss = {}, {}, {}
     for row in rows:
         by.setdefault((row["ablation"], row["workload"]), []).append(row["tasks_per_s"])
         cpu.setdefault((row["ablation"], row["workload"]), []).append(row["cpu_ms_per_task"])
-    base = {w: statistics.median(by[("defaults", w)]) for w in ("cpu", "burst") if ("defaults", w) in by}
-    out = ["| collection with | cpu tasks/s (n=%d) | × defaults | CPU ms/task | burst tasks/s (n=%d) | × defaults "
-           "| CPU ms/task |" % (sizes["cpu"], sizes["burst"]), "|---|---:|---:|---:|---:|---:|---:|"]
-    for _key, label, _o, _f in ABLATIONS:
+        rss.setdefault((row["ablation"], row["workload"]), []).append(row["worker_rss_peak_mib"])
+    table = ablations_for(variant)
+    base_label = table[0][1]
+    base = {w: statistics.median(by[(base_label, w)]) for w in workloads if (base_label, w) in by}
+    out = ["| %s with | %s" % (variant, " | ".join(
+        "%s tasks/s (n=%d) | × defaults | CPU ms/task | worker RSS MiB" % (w, sizes[w]) for w in workloads)) + " |",
+        "|---|" + "---:|---:|---:|---:|" * len(workloads)]
+    for _key, label, _o, _f in table:
         if not any(k[0] == label for k in by):
             continue
         cells = []
-        for workload in ("cpu", "burst"):
+        for workload in workloads:
             values = by.get((label, workload))
             med = statistics.median(values) if values else None
             cells += [fmt(med, "%.1f"), fmt(med / base[workload] if med and base.get(workload) else None, "%.2f"),
-                      fmt(statistics.median(cpu[(label, workload)]) if values else None, "%.2f")]
+                      fmt(statistics.median(cpu[(label, workload)]) if values else None, "%.2f"),
+                      fmt(statistics.median(rss[(label, workload)]) if values else None)]
         out.append("| %s | %s |" % (label, " | ".join(cells)))
     return "\n".join(out) + "\n"
 
@@ -696,7 +721,11 @@ def parse_args(argv=None):
     parser.add_argument("--doc", default=None, help="Markdown file to update (default docs/benchmarks.md; quick: none)")
     parser.add_argument("--ablate", type=int, default=0, metavar="R",
                         help="then R rounds of one-change-at-a-time variants of the collection (cpu, burst)")
-    parser.add_argument("--ablations", default="", help="keys of ABLATIONS to run (default all)")
+    parser.add_argument("--ablations", default="",
+                        help="keys of ABLATIONS (GEVENT_ABLATIONS for collection-io) to run (default all)")
+    parser.add_argument("--ablate-variant", default="collection", choices=["collection", "collection-io"],
+                        help="the container the ablations change (collection-io: greenlets per vCPU, gevent flags)")
+    parser.add_argument("--ablate-workloads", default="cpu,burst", help="workloads of each ablation")
     parser.add_argument("--ablate-only", action="store_true", help="skip the stock/collection rounds")
     parser.add_argument("--tree", default="HEAD",
                         help="collection to converge: a commit (default HEAD, via git archive) or 'worktree'")
@@ -805,7 +834,7 @@ def main(argv=None):
         for variant, runs in probes.items():
             results["cpu_probe"][variant] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         if args.ablate:
-            target = next(s for s in stacks if s.variant == "collection")
+            target = next(s for s in stacks if s.variant == args.ablate_variant)
             freeze(target.name, False)
             results["ablations"] = ablate(target, args, sizes, args.ablate)
             freeze(target.name, True)
@@ -834,7 +863,8 @@ def main(argv=None):
         json.dump(results, handle, indent=1, sort_keys=True)
     table = markdown(results) if results["runs"] else ""
     if results.get("ablations"):
-        table += "\n" + ablation_markdown(results["ablations"], sizes)
+        table += "\n" + ablation_markdown(results["ablations"], sizes, args.ablate_variant,
+                                           args.ablate_workloads.split(","))
     with open(os.path.join(out_dir, "stack-bench.md"), "w", encoding="utf-8") as handle:
         handle.write(table)
     png = os.path.join(out_dir, "stack-bench.png") if results["runs"] else None
