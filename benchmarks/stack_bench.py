@@ -468,6 +468,8 @@ ABLATIONS = [
     ("no-broadcast", "without gossip, mingle, heartbeat", {},
      {"add": ["--without-gossip", "--without-mingle", "--without-heartbeat"]}),
     ("warning", "loglevel WARNING", {}, {"loglevel": "WARNING"}),
+    # What the plan gives a group declared `workload: cpu` (one child per vCPU) on this 1-vCPU container.
+    ("c1", "concurrency 1 (workload: cpu)", {}, {"set": {"--concurrency": "1"}}),
     ("all", "all of the above", {"result_backend": None, "task_acks_late": False,
                                  "task_reject_on_worker_lost": False, "worker_prefetch_multiplier": 4,
                                  "task_time_limit": None, "task_soft_time_limit": None,
