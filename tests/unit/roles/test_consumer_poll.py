@@ -6,23 +6,15 @@ effect in a real gevent worker is measured, not asserted (docs/worker.md, "The 2
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 import types
 
 import pytest
+from role_files import load_worker_file
 from kombu.transport.redis import MultiChannelPoller
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-PATH = os.path.join(REPO, "roles", "worker", "files", "vpsstack_consumer_poll.py")
-
 
 @pytest.fixture(name="poll_fix")
 def fixture_poll_fix():
-    spec = importlib.util.spec_from_file_location("vpsstack_consumer_poll", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_worker_file("vpsstack_consumer_poll")
 
 
 @pytest.fixture(name="timeouts")

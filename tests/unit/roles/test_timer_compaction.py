@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import collections
 import heapq
-import importlib.util
-import os
 import sys
 import types
 
 import pytest
+from role_files import load_worker_file
 from kombu.asynchronous.hub import Hub
 from kombu.asynchronous.timer import Timer
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-PATH = os.path.join(REPO, "roles", "worker", "files", "vpsstack_timer_compaction.py")
-
-
 @pytest.fixture(name="compaction")
 def fixture_compaction():
-    spec = importlib.util.spec_from_file_location("vpsstack_timer_compaction", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_worker_file("vpsstack_timer_compaction")
 
 
 @pytest.fixture(name="celery_stub")
