@@ -12,6 +12,7 @@ import pytest
 from role_files import load_worker_file
 from kombu.transport.redis import MultiChannelPoller
 
+
 @pytest.fixture(name="poll_fix")
 def fixture_poll_fix():
     return load_worker_file("vpsstack_consumer_poll")

@@ -16,6 +16,7 @@ from role_files import load_worker_file
 from kombu.asynchronous.hub import Hub
 from kombu.asynchronous.timer import Timer
 
+
 @pytest.fixture(name="compaction")
 def fixture_compaction():
     return load_worker_file("vpsstack_timer_compaction")
