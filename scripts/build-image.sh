@@ -23,7 +23,8 @@ mirror=${UBUNTU_MIRROR:-$default_mirror}
 keyring_deb=pool/main/u/ubuntu-keyring/ubuntu-keyring_2023.11.28.1_all.deb
 keyring_sha256=36de43b15853ccae0028e9a767613770c704833f82586f28eb262f0311adb8a8
 archive_fpr=F6ECB3762474EDA9D21B7022871920D1991BC93C # Ubuntu Archive Automatic Signing Key (2018)
-include=python3,systemd,systemd-sysv,dbus,sudo,iproute2,python3-apt,ca-certificates,procps
+# openssh-server: molecule reaches the containers over SSH with pipelining, as users reach their hosts.
+include=python3,systemd,systemd-sysv,dbus,sudo,iproute2,python3-apt,ca-certificates,procps,openssh-server
 
 recipe=$(sha256sum "$0" | cut -c1-16)
 current=$(podman image inspect --format '{{ index .Labels "vpsstack.recipe" }}' "$image" 2>/dev/null || true)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Everything CI runs, each step timed; ends with a pytest-style summary line.
+# Everything CI runs, each step timed; ends with a table of the steps and a pytest-style summary line.
 # Usage: scripts/run-tests.sh [STEP...]
 #   steps: lint unit preflight sanity build molecule:<scenario> demo (default: all)
-# With no arguments the steps run in two lanes at once: the four-host `stack` scenario (the longest step, mostly
-# waiting on apt and pip) with the redis and deploy scenarios, beside everything else, one after another. Each
-# lane's steps do not depend on the other's.
+# With no arguments the cheap static checks run first (a lint failure must not cost the molecule run), then two
+# lanes take the other steps from one queue, longest first by the times recorded in tests/step-times.txt: the
+# lane that ends a step takes the next, so the lanes end close together whatever the times were.
+# Named steps run one after another.
 set -uo pipefail
 t0=$(date +%s)
 cd "$(dirname "$0")/.."
@@ -21,12 +22,17 @@ fi
 
 make -s venv collection >/dev/null || { echo "run-tests: venv setup failed"; echo "0 passed, 1 failed"; exit 1; }
 scripts/prepare-test-host.sh || { echo "run-tests: test host setup failed"; echo "0 passed, 1 failed"; exit 1; }
+setup_s=$(($(date +%s) - t0))
 
 # A run killed inside the privileged scenario leaves its swap file active in the host kernel: turn it off.
 awk 'NR > 1 && $1 ~ /vpsstack-swaptest/ {print $1}' /proc/swaps | xargs -r -n1 swapoff 2>/dev/null || true
 
 results=$(mktemp -d)
-trap 'rm -rf "$results"' EXIT
+# The package caches of this run (molecule/shared/create.yml points the containers at them).
+# shellcheck source=scripts/test-caches.sh
+source scripts/test-caches.sh
+start_test_caches
+trap 'stop_test_caches; rm -rf "$results"' EXIT
 
 run_step() {  # run_step STEP: runs it, records "STEP VERDICT SECONDS" in $results
   local step=$1 start rc verdict
@@ -47,23 +53,40 @@ run_step() {  # run_step STEP: runs it, records "STEP VERDICT SECONDS" in $resul
   rc=$?
   if [ $rc -eq 0 ]; then verdict=PASSED; else verdict=FAILED; fi
   printf '%-28s %-6s %4ss\n' "$step" "$verdict" "$(($(date +%s) - start))" >> "$results/report"
+  return $rc
 }
 
 run_lane() { local step; for step in "$@"; do run_step "$step"; done; }
 
+# lane_worker N: takes steps from the shared queue until it is empty; the lane's output goes to its own log,
+# printed whole when the lane ends, so the two lanes do not interleave.
+lane_worker() {
+  local step
+  while :; do
+    step=$(flock "$results/queue" sh -c 'head -n1 "$1" && sed -i 1d "$1"' _ "$results/queue")
+    [ -n "$step" ] || break
+    run_step "$step"
+  done > "$results/lane$1.log" 2>&1
+}
+
 if (($#)); then
   run_lane "$@"
 else
-  # The second lane: the four-host stack and two single-host scenarios, so the lanes take about as long.
-  second=(molecule:stack molecule:redis molecule:deploy)
-  scenarios=$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done | grep -vxE 'demo|stack|redis|deploy')
-  other=(lint unit preflight sanity build $(printf 'molecule:%s ' $scenarios) demo)
-  # The second lane's output goes to a file, shown whole when it ends, so the two lanes do not interleave.
-  run_lane "${second[@]}" > "$results/stack.log" 2>&1 &
-  stack_lane=$!
-  run_lane "${other[@]}"
-  wait "$stack_lane"
-  cat "$results/stack.log"
+  static=(lint unit)
+  scenarios=$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done)
+  rest=(preflight sanity build $(printf 'molecule:%s ' $scenarios) demo)
+  if run_lane "${static[@]}"; then
+    # Longest first by the recorded times; a step with no record goes first (it may be long).
+    for step in "${rest[@]}"; do
+      printf '%s %s\n' "$(awk -v s="$step" 'BEGIN {t = 99999} $1 == s {t = $2} END {print t}' tests/step-times.txt)" "$step"
+    done | sort -k1,1nr | awk '{print $NF}' > "$results/queue"
+    lane_worker 1 & lane1=$!
+    lane_worker 2 & lane2=$!
+    wait "$lane1" "$lane2"
+    cat "$results/lane1.log" "$results/lane2.log"
+  else
+    echo "run-tests: a static check failed; the molecule scenarios did not run"
+  fi
 fi
 
 # Without -f: never remove a container that still uses the volume.
@@ -72,6 +95,7 @@ passed=$(grep -c ' PASSED ' "$results/report")
 failed=$(grep -c ' FAILED ' "$results/report")
 echo
 echo "::: step summary"
+printf '  %-28s %-6s %4ss\n' "setup (venv, host, image)" done "$setup_s"
 sed 's/^/  /' "$results/report"
 echo "  total $(($(date +%s) - t0)) s"
 echo "$passed passed, $failed failed"

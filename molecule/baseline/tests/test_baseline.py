@@ -56,7 +56,7 @@ def test_python_venv_and_build_toolchain(host):
 
 def test_pip_in_a_venv_trusts_the_configured_ca(host):
     # pip reaches the index through the CA bundle fed by baseline_ca_certificates (no verification switched off).
-    host.check_output("/tmp/venv-probe/bin/pip download --no-deps -q -d /tmp/pip-probe six")
+    host.check_output("/tmp/venv-probe/bin/pip download --no-cache-dir --no-deps -q -d /tmp/pip-probe six")
 
 
 def test_sysctl_persisted_even_where_proc_sys_is_read_only(host):
