@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
 from live import scenario_hosts, wait_for  # noqa: E402
 
@@ -183,16 +185,29 @@ def test_keep_n_prunes_the_oldest(host):
     assert releases(host) == sorted([SEEN["v1"], SEEN["v2"], "src-old4"]), releases(host)
 
 
-def test_a_release_that_does_not_load_is_not_left_behind_the_link(host, tmp_path):
-    """The check (check.yml) fails on a release whose code raises at import: the link goes back to the release
-    that ran before, the release built for it is removed, and the programs keep running the previous code."""
+BREAKS = {
+    # The app module itself raises.
+    "app": {"relapp/tasks.py": '\nraise ImportError("broken on purpose by test_deploy")\n'},
+    # The app loads; a task module it includes (imported only by the worker, before it consumes) raises.
+    "included task module": {
+        "relapp/tasks.py": '\napp.conf.include = ["relapp.more_tasks"]\n',
+        "relapp/more_tasks.py": 'raise ImportError("broken on purpose by test_deploy")\n'},
+}
+
+
+@pytest.mark.parametrize("what", sorted(BREAKS))
+def test_a_release_that_does_not_load_is_not_left_behind_the_link(host, tmp_path, what):
+    """The check (check.yml) fails on a release whose code, or a task module the worker would import, raises:
+    the link goes back to the release that ran before, the release built for it is removed, and the programs keep
+    running the previous code."""
     before_target, before_pids, before_releases = current(host), pids(host), releases(host)
     broken = tmp_path / "broken"
     shutil.copytree(os.path.join(FILES, "v1"), broken)
-    with open(broken / "relapp" / "tasks.py", "a", encoding="utf-8") as fh:
-        fh.write('\nraise ImportError("broken on purpose by test_deploy")\n')
+    for rel, text in BREAKS[what].items():
+        with open(broken / rel, "a", encoding="utf-8") as fh:
+            fh.write(text)
     rc, _stats, seconds, output = deploy("-e", f"worker_app_src={broken}/")
-    print(f"\nbroken release refused in {seconds:.0f} s")
+    print(f"\nbroken release ({what}) refused in {seconds:.0f} s")
     assert rc != 0, output
     assert "does not load" in output and "broken on purpose" in output, output
     assert current(host) == before_target

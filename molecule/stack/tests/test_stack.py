@@ -116,7 +116,26 @@ def test_running_workers_use_the_host_settings_not_the_django_settings():
         assert conf["task_acks_late"] is True and conf["worker_prefetch_multiplier"] == 1, conf
         assert conf["broker_transport_options"]["visibility_timeout"] == VISIBILITY_TIMEOUT, conf
         # The Django settings themselves stay visible (CELERY_BROKER_URL); what counts is the effective value.
-        assert "@10.89.177.10:6379/0" in conf["broker_url"] and "@10.89.177.10:6379/1" in conf["result_backend"]
+        assert "@10.89.177.10:6379/0" in conf["broker_url"], conf
+        # Results stay the project's: it has no backend, and the inventory sets no worker_result_backend.
+        assert conf["result_backend"] is None, conf
+
+
+# The web app: the Django project's own code and settings (CELERY_BROKER_URL = redis://localhost:6390/9), none of
+# the host's settings, the producer file sourced as the README says.
+WEB_PRODUCER = """cd /opt/celery/app && runuser -u celery -- sh -c '
+set -a; . /etc/celery/producer.env; set +a
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/opt/celery/app exec /opt/celery/venv/bin/python -' <<'PY'
+from yourproject.celery import app
+print(app.send_task("yourproject.tasks.where", ("{key}", 0)).id)
+PY"""
+
+
+def test_the_web_app_with_its_own_settings_and_the_producer_file_reaches_the_workers():
+    key = f"web-{time.time():.0f}"
+    task_id = WORKER2.check_output(WEB_PRODUCER.format(key=key)).strip()
+    ran = wait_for(lambda: redis_cli(BROKER, "HGET", f"where:{key}", task_id, db=2) not in ([], [""]), 60)
+    assert ran, "the task the web app sent did not run"
 
 
 def unacked_tag_present(tag):

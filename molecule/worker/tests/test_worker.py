@@ -118,6 +118,42 @@ def test_running_workers_use_the_host_settings_not_the_projects_celeryconfig(hos
         assert conf["task_reject_on_worker_lost"] is True and conf["task_time_limit"] == 300, conf
         assert "@127.0.0.1:6379/0" in conf["broker_url"], "the project's dead broker URL won"
         assert "@127.0.0.1:6379/1" in conf["result_backend"], "the project's dead result backend won"
+        # Merged, not replaced: the project's own transport options stay beside ours.
+        assert conf["broker_transport_options"]["queue_order_strategy"] == "priority", conf
+        assert conf["broker_transport_options"]["priority_steps"] == [0, 3, 6, 9], conf
+
+
+# The project's app as the settings check loads it on the host; PRODUCERS_USE_ENV_FILE is its last argument.
+CHECK = (
+    "cd /opt/celery/app && runuser -u celery -- env PYTHONDONTWRITEBYTECODE=1 "
+    "PYTHONPATH=/etc/celery:/opt/celery/app CELERY_CONFIG_MODULE=vpsstack_celery_settings "
+    "/opt/celery/venv/bin/python /etc/celery/vpsstack_celery_check.py vpsstack_celery_settings shopapp {}"
+)
+
+
+def test_the_check_sees_that_the_projects_own_producers_publish_elsewhere(host):
+    """celeryconfig.py names 127.0.0.1:6390/9 and /10: loaded on its own, the project would send there."""
+    alone = json.loads(host.check_output(CHECK.format("false")))["producer"]
+    assert alone["differ"] == "broker port, database; backend port, database", alone
+    assert alone["broker"] == "redis://127.0.0.1:6390/9" and ":***@" in alone["workers_broker"], alone
+    with_file = json.loads(host.check_output(CHECK.format("true")))["producer"]
+    assert with_file["differ"] == "" and with_file["unset"] == [] and with_file["error"] == "", with_file
+
+
+PRODUCER = """cd /opt/celery/app && runuser -u celery -- sh -c '
+set -a; . /etc/celery/producer.env; set +a
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/opt/celery/app exec /opt/celery/venv/bin/python -' <<'PY'
+from shopapp import app
+print(app.send_task("demo_app.tasks.add", (20, 22)).get(timeout=60))
+PY"""
+
+
+def test_a_producer_with_the_projects_own_settings_and_the_producer_file_reaches_the_workers(host):
+    """The web app's view: the project's code and celeryconfig.py, none of the host's settings, the producer
+    file sourced (readable by the worker group), a task sent and its result read."""
+    env_file = host.file("/etc/celery/producer.env")
+    assert (env_file.user, env_file.group, env_file.mode) == ("root", "celery", 0o640)
+    assert host.check_output(PRODUCER).strip() == "42"
 
 
 def test_task_round_trip(host):
