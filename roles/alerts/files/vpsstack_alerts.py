@@ -28,7 +28,8 @@ def run_audit(config):
     spec = base64.b64encode(json.dumps(config["spec"]).encode()).decode()
     env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
     try:
-        proc = subprocess.run([sys.executable, config["audit_script"], spec],
+        # -I: the audit gets the Redis password; nothing from its working directory or PYTHONPATH is imported.
+        proc = subprocess.run([sys.executable, "-I", config["audit_script"], spec],
                               input=config.get("redis_password", "") + "\n", capture_output=True, text=True,
                               timeout=config.get("audit_timeout", 120), env=env, check=False)
         if proc.returncode != 0:
