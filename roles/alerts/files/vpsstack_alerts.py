@@ -11,6 +11,7 @@ Exit status: 0 when everything due was delivered (or nothing was due), 1 when a 
 then not advanced, so the next run sends again).
 """
 import base64
+import http.client
 import json
 import os
 import subprocess
@@ -98,6 +99,10 @@ def deliver(config, body):
             errors.append("webhook: HTTP %s" % exc.code)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             errors.append("webhook: %s" % getattr(exc, "reason", exc))
+        except http.client.HTTPException as exc:
+            # A reply that is not HTTP (BadStatusLine, IncompleteRead, ...): not an OSError, and no reason to
+            # skip the mail or crash before the state is written.
+            errors.append("webhook: %s: %s" % (type(exc).__name__, str(exc).strip()[:200]))
     if config.get("email_to"):
         try:
             mail(config, body)
