@@ -72,10 +72,19 @@ def message(host, due):
     return {"text": text, "host": host, "alerts": due}
 
 
+class RefuseRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx answer is an HTTPError: urllib would follow 301/302/303 as a GET without the body (the alert lost,
+    the run counted as delivered), and a webhook that moved is fixed in alerts_webhook_url, not chased."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
 def post(url, body, timeout):
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (the URL is the operator's)
+    opener = urllib.request.build_opener(RefuseRedirect)
+    with opener.open(request, timeout=timeout) as response:  # noqa: S310 (the URL is the operator's)
         return response.status
 
 
@@ -96,7 +105,8 @@ def deliver(config, body):
         try:
             post(config["webhook_url"], body, config.get("http_timeout", 10))
         except urllib.error.HTTPError as exc:
-            errors.append("webhook: HTTP %s" % exc.code)
+            moved = " (a redirect, not followed: put the final URL in alerts_webhook_url)" if exc.code < 400 else ""
+            errors.append("webhook: HTTP %s%s" % (exc.code, moved))
         except (urllib.error.URLError, OSError, ValueError) as exc:
             errors.append("webhook: %s" % getattr(exc, "reason", exc))
         except http.client.HTTPException as exc:

@@ -204,3 +204,13 @@ def test_a_broken_http_answer_is_a_failed_delivery_not_a_crash(tmp_path, listene
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
     assert "webhook: BadStatusLine" in run.stderr and "secret-token" not in run.stderr + run.stdout
     assert len(mails(tmp_path)) == 1, "the mail channel still delivered"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_failure_not_followed(tmp_path, listener, status):
+    # urllib would follow 301/302/303 as a GET without the body: the alert lost, and the run content.
+    server, received = listener
+    server.status, server.location = status, "/elsewhere"
+    run = run_once(tmp_path, server, [STOPPED])
+    assert run.returncode == 1 and "webhook: HTTP %d" % status in run.stderr, run.stderr
+    assert [path for path, _body in received] == ["/hooks/T0/secret-token"], "no request to the new location"
