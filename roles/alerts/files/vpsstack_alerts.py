@@ -5,10 +5,10 @@ Input: one argument, the path of a JSON config (0600 root: it holds the Redis pa
 for Slack is a secret itself). It runs the audit's own script (roles/audit/files/vpsstack_audit.py, installed
 beside this one) with the spec the audit role computes: the spec base64 in argv, the Redis password on stdin.
 A condition is an audit line's check name at a status (WARN or FAIL); the state file (under /var/lib) keeps, per
-condition, its status and when it was last sent. Lines that need the whole inventory (more than one beat) are
-the playbook audit's: this script sees one host.
-Exit status: 0 when everything due was delivered (or nothing was due), 1 when a delivery failed (the state is
-then not advanced, so the next run sends again).
+channel (webhook, mail) and condition, its status and when it was last sent. Lines that need the whole inventory
+(more than one beat) are the playbook audit's: this script sees one host.
+Exit status: 0 when everything due was delivered (or nothing was due), 1 when a delivery failed (that channel's
+state is then not advanced, so the next run sends again by it; the channels that delivered move on).
 """
 import base64
 import http.client
@@ -98,27 +98,32 @@ def mail(config, body):
         raise OSError("sendmail exit %d: %s" % (proc.returncode, proc.stderr.strip()[-300:]))
 
 
-def deliver(config, body):
-    """Every channel configured; the errors, with no URL in them (a Slack URL is a secret)."""
-    errors = []
-    if config.get("webhook_url"):
-        try:
-            post(config["webhook_url"], body, config.get("http_timeout", 10))
-        except urllib.error.HTTPError as exc:
-            moved = " (a redirect, not followed: put the final URL in alerts_webhook_url)" if exc.code < 400 else ""
-            errors.append("webhook: HTTP %s%s" % (exc.code, moved))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            errors.append("webhook: %s" % getattr(exc, "reason", exc))
-        except http.client.HTTPException as exc:
-            # A reply that is not HTTP (BadStatusLine, IncompleteRead, ...): not an OSError, and no reason to
-            # skip the mail or crash before the state is written.
-            errors.append("webhook: %s: %s" % (type(exc).__name__, str(exc).strip()[:200]))
-    if config.get("email_to"):
+def channels(config):
+    """The channels configured. Each keeps its own state: one that cannot deliver sends again on the next run,
+    without making the others send again what they delivered."""
+    return [name for name, key in (("webhook", "webhook_url"), ("mail", "email_to")) if config.get(key)]
+
+
+def deliver(config, channel, body):
+    """Send body by one channel: None, or the error, with no URL in it (a Slack URL is a secret)."""
+    if channel == "mail":
         try:
             mail(config, body)
         except (OSError, subprocess.SubprocessError) as exc:
-            errors.append("mail: %s" % exc)
-    return errors
+            return "mail: %s" % exc
+        return None
+    try:
+        post(config["webhook_url"], body, config.get("http_timeout", 10))
+    except urllib.error.HTTPError as exc:
+        moved = " (a redirect, not followed: put the final URL in alerts_webhook_url)" if exc.code < 400 else ""
+        return "webhook: HTTP %s%s" % (exc.code, moved)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return "webhook: %s" % getattr(exc, "reason", exc)
+    except http.client.HTTPException as exc:
+        # A reply that is not HTTP (BadStatusLine, IncompleteRead, ...): not an OSError, and no reason to crash
+        # before the state is written.
+        return "webhook: %s: %s" % (type(exc).__name__, str(exc).strip()[:200])
+    return None
 
 
 def prometheus_textfile(path, host, lines, now):
@@ -146,12 +151,16 @@ def write_atomic(path, text, mode):
     os.replace(tmp, path)
 
 
-def load_state(path):
+def load_state(path, names):
+    """{channel: {check: ...}} for the channels configured. A file from before each channel had its own state
+    (the conditions at the top level) counts for every channel: the upgrade sends nothing twice."""
     try:
         with open(path) as fh:
-            return json.load(fh)
+            state = json.load(fh)
     except (OSError, ValueError):
-        return {}
+        state = {}
+    per_channel = state["channels"] if "channels" in state else {name: state for name in names}
+    return {name: per_channel.get(name, {}) for name in names}
 
 
 def main():
@@ -164,14 +173,23 @@ def main():
             print("%-4s  %s: %s" % (status, check, detail))
     if config.get("textfile"):
         prometheus_textfile(config["textfile"], config["host"], lines, now)
-    due, kept = decide(lines, load_state(config["state_file"]), now, config["repeat_interval"],
-                       config.get("min_status", "WARN"), config.get("notify_cleared", True))
-    errors = deliver(config, message(config["host"], due)) if due else []
+    names = channels(config)
+    state = load_state(config["state_file"], names)
+    errors, sent = [], set()
+    for name in names:
+        due, kept = decide(lines, state[name], now, config["repeat_interval"], config.get("min_status", "WARN"),
+                           config.get("notify_cleared", True))
+        error = deliver(config, name, message(config["host"], due)) if due else None
+        if error:
+            errors.append(error)  # this channel's state stays as it was: it sends again on the next run
+        else:
+            state[name] = kept
+            sent.update(d["check"] for d in due)
+    write_atomic(config["state_file"], json.dumps({"channels": state}), 0o600)
+    print("%d audit lines, %d not OK, %d sent" % (len(lines), sum(s != "OK" for s, _c, _d in lines), len(sent)))
     if errors:
         print("not delivered, sent again on the next run: " + "; ".join(errors), file=sys.stderr)
         sys.exit(1)
-    write_atomic(config["state_file"], json.dumps(kept), 0o600)
-    print("%d audit lines, %d not OK, %d sent" % (len(lines), sum(s != "OK" for s, _c, _d in lines), len(due)))
 
 
 if __name__ == "__main__":

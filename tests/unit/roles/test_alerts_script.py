@@ -176,6 +176,35 @@ def mails(tmp_path):
     return path.read_text().split("====\n")[:-1] if path.exists() else []
 
 
+def test_each_channel_keeps_its_own_state(tmp_path, listener):
+    # A dead webhook must not make the mail channel send the same conditions again on every run.
+    server, received = listener
+    mail = sendmail_stand_in(tmp_path)
+    server.status = 500
+    run = run_once(tmp_path, server, [STOPPED], **mail)
+    assert run.returncode == 1 and "webhook: HTTP 500" in run.stderr and len(mails(tmp_path)) == 1
+    run = run_once(tmp_path, server, [STOPPED], **mail)
+    assert run.returncode == 1 and len(received) == 2, "the webhook is tried again on every run"
+    assert len(mails(tmp_path)) == 1, "the mail channel delivered: its state advanced, nothing is due"
+    server.status = 200
+    assert run_once(tmp_path, server, [STOPPED], **mail).returncode == 0
+    assert len(received) == 3 and "FAIL  celery-default: STOPPED" in received[2][1]["text"]
+    assert run_once(tmp_path, server, [STOPPED], **mail).returncode == 0
+    assert len(received) == 3 and len(mails(tmp_path)) == 1
+    # Cleared: each channel says it once.
+    assert run_once(tmp_path, server, OK_LINES, **mail).returncode == 0
+    assert received[3][1]["alerts"][0]["change"] == "cleared" and "cleared (was FAIL)" in mails(tmp_path)[1]
+
+
+def test_a_state_file_from_before_channels_counts_for_each(tmp_path, listener):
+    server, received = listener
+    mail = sendmail_stand_in(tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps({"celery-default": {"status": "FAIL", "sent": 2**40,
+                                                                        "since": 2**40}}))
+    assert run_once(tmp_path, server, [STOPPED], **mail).returncode == 0
+    assert received == [] and mails(tmp_path) == []
+
+
 @pytest.fixture
 def garbage_http():
     """A TCP server that answers any request with a line that is not HTTP."""
