@@ -22,6 +22,11 @@ import urllib.error
 import urllib.request
 
 RANK = {"OK": 0, "WARN": 1, "FAIL": 2}
+# One deadline for a whole run, the audit (audit_timeout, 120 s) and every send together, under the unit's
+# TimeoutStartSec (300 s): a run held up by a slow webhook and a slow MTA still ends by itself, says which channel
+# failed and keeps the state of those that delivered, where systemd's kill would keep none.
+RUN_TIMEOUT_S = 240
+MAIL_TIMEOUT_S = 60
 
 
 def run_audit(config):
@@ -88,12 +93,12 @@ def post(url, body, timeout):
         return response.status
 
 
-def mail(config, body):
+def mail(config, body, timeout):
     worst = max((d["status"] for d in body["alerts"]), key=RANK.get)
     text = "To: %s\nFrom: %s\nSubject: [vpsstack %s] %s\n\n%s\n" % (
         ", ".join(config["email_to"]), config["email_from"], worst, body["host"], body["text"])
     proc = subprocess.run([config["sendmail"], "-t", "-oi"], input=text, capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=timeout, check=False)
     if proc.returncode != 0:
         raise OSError("sendmail exit %d: %s" % (proc.returncode, proc.stderr.strip()[-300:]))
 
@@ -104,16 +109,20 @@ def channels(config):
     return [name for name, key in (("webhook", "webhook_url"), ("mail", "email_to")) if config.get(key)]
 
 
-def deliver(config, channel, body):
-    """Send body by one channel: None, or the error, with no URL in it (a Slack URL is a secret)."""
+def deliver(config, channel, body, deadline):
+    """Send body by one channel within what is left of the run (time.monotonic() deadline): None, or the error,
+    with no URL in it (a Slack URL is a secret). The webhook's timeout is urllib's, per socket operation."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return "%s: no time left in this run, not tried" % channel
     if channel == "mail":
         try:
-            mail(config, body)
+            mail(config, body, min(MAIL_TIMEOUT_S, left))
         except (OSError, subprocess.SubprocessError) as exc:
             return "mail: %s" % exc
         return None
     try:
-        post(config["webhook_url"], body, config.get("http_timeout", 10))
+        post(config["webhook_url"], body, min(config.get("http_timeout", 10), left))
     except urllib.error.HTTPError as exc:
         moved = " (a redirect, not followed: put the final URL in alerts_webhook_url)" if exc.code < 400 else ""
         return "webhook: HTTP %s%s" % (exc.code, moved)
@@ -166,6 +175,7 @@ def load_state(path, names):
 def main():
     with open(sys.argv[1]) as fh:
         config = json.load(fh)
+    deadline = time.monotonic() + config.get("run_timeout", RUN_TIMEOUT_S)
     now = int(time.time())
     lines = run_audit(config)
     for status, check, detail in lines:
@@ -179,7 +189,7 @@ def main():
     for name in names:
         due, kept = decide(lines, state[name], now, config["repeat_interval"], config.get("min_status", "WARN"),
                            config.get("notify_cleared", True))
-        error = deliver(config, name, message(config["host"], due)) if due else None
+        error = deliver(config, name, message(config["host"], due), deadline) if due else None
         if error:
             errors.append(error)  # this channel's state stays as it was: it sends again on the next run
         else:

@@ -243,3 +243,15 @@ def test_a_redirect_is_a_failure_not_followed(tmp_path, listener, status):
     run = run_once(tmp_path, server, [STOPPED])
     assert run.returncode == 1 and "webhook: HTTP %d" % status in run.stderr, run.stderr
     assert [path for path, _body in received] == ["/hooks/T0/secret-token"], "no request to the new location"
+
+
+def test_all_sends_share_one_deadline(tmp_path, listener):
+    server, received = listener
+    mail = sendmail_stand_in(tmp_path)
+    server.delay = 3
+    started = time.monotonic()
+    run = run_once(tmp_path, server, [STOPPED], run_timeout=1, http_timeout=10, **mail)
+    assert time.monotonic() - started < 2.5, "the webhook got the run's remaining time, not its own 10 s"
+    assert run.returncode == 1 and "webhook: timed out" in run.stderr, run.stderr
+    assert "mail: no time left" in run.stderr and mails(tmp_path) == [], run.stderr
+    assert len(received) == 1
