@@ -1,7 +1,7 @@
 """Read-only health and drift check of one host of a vpsstack.celery stack.
 
 Input: one argument, base64 of a JSON spec (what the plan and the roles' settings expect; built by
-roles/audit/tasks/host.yml). The Redis password comes on stdin (the role runs `python3 -c SOURCE SPEC`), or
+roles/audit/tasks/host.yml). The Redis password comes on stdin (the role runs `python3 -I -c SOURCE SPEC`), or
 from REDISCLI_AUTH when run by hand: never in argv, where ps shows it.
 Output: JSON {"lines": [[status, check, detail], ...], "beat_pids": [...]}, status OK, WARN or FAIL. Changes nothing: Redis gets only
 reads (CONFIG GET, INFO, LLEN, ZRANGE, SCAN, TYPE, MEMORY USAGE), processes are only read from /proc.

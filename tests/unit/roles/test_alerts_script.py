@@ -10,7 +10,9 @@ import os
 import stat
 import subprocess
 import sys
+import socket
 import threading
+import time
 
 import pytest
 
@@ -76,22 +78,32 @@ def test_textfile_has_one_gauge_per_check(tmp_path):
 
 @pytest.fixture
 def listener():
-    """A local HTTP server that records the POST bodies (and answers 500 while .fail is set)."""
+    """A local HTTP server that records the requests: POST bodies, and GETs (a followed redirect). It answers
+    .status (200), after .delay seconds, with a Location header when .location is set."""
     received = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        fail = False
-
         def do_POST(self):  # noqa: N802 (http.server's name)
             received.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
-            self.send_response(500 if server.fail else 200)
+            time.sleep(server.delay)
+            self.send_response(server.status)
+            if server.location:
+                self.send_header("Location", server.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            received.append((self.path, "GET"))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
             self.end_headers()
 
         def log_message(self, *args):
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    server.fail = False
+    # Threads: a slow answer must not hold up the fixture's shutdown.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.status, server.delay, server.location = 200, 0, None
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server, received
     server.shutdown()
@@ -115,11 +127,11 @@ def run_once(tmp_path, server, lines, **extra):
 def test_a_run_posts_once_and_a_failed_post_is_sent_again(tmp_path, listener):
     server, received = listener
     assert run_once(tmp_path, server, OK_LINES).returncode == 0 and received == []
-    server.fail = True
+    server.status = 500
     run = run_once(tmp_path, server, OK_LINES + [STOPPED])
     assert run.returncode == 1 and "webhook: HTTP 500" in run.stderr
     assert "secret-token" not in run.stderr + run.stdout
-    server.fail = False
+    server.status = 200
     assert run_once(tmp_path, server, OK_LINES + [STOPPED]).returncode == 0
     assert len(received) == 2 and received[1][0] == "/hooks/T0/secret-token"
     assert "FAIL  celery-default: STOPPED" in received[1][1]["text"]
@@ -149,3 +161,97 @@ def test_mail_goes_through_sendmail(tmp_path, listener):
     mail = (tmp_path / "mail").read_text()
     assert mail.startswith("To: ops@example.net\nFrom: root@w1\nSubject: [vpsstack FAIL] w1\n\n")
     assert "FAIL  celery-default: STOPPED (supervisorctl status)" in mail
+
+
+def sendmail_stand_in(tmp_path):
+    """A sendmail that appends each mail it gets to tmp_path/mails, a line of ==== after each."""
+    sendmail = tmp_path / "sendmail"
+    sendmail.write_text("#!/bin/sh\ncat >> %s/mails\necho ==== >> %s/mails\n" % (tmp_path, tmp_path))
+    sendmail.chmod(0o755)
+    return {"email_to": ["ops@example.net"], "email_from": "root@w1", "sendmail": str(sendmail)}
+
+
+def mails(tmp_path):
+    path = tmp_path / "mails"
+    return path.read_text().split("====\n")[:-1] if path.exists() else []
+
+
+def test_each_channel_keeps_its_own_state(tmp_path, listener):
+    # A dead webhook must not make the mail channel send the same conditions again on every run.
+    server, received = listener
+    mail = sendmail_stand_in(tmp_path)
+    server.status = 500
+    run = run_once(tmp_path, server, [STOPPED], **mail)
+    assert run.returncode == 1 and "webhook: HTTP 500" in run.stderr and len(mails(tmp_path)) == 1
+    run = run_once(tmp_path, server, [STOPPED], **mail)
+    assert run.returncode == 1 and len(received) == 2, "the webhook is tried again on every run"
+    assert len(mails(tmp_path)) == 1, "the mail channel delivered: its state advanced, nothing is due"
+    server.status = 200
+    assert run_once(tmp_path, server, [STOPPED], **mail).returncode == 0
+    assert len(received) == 3 and "FAIL  celery-default: STOPPED" in received[2][1]["text"]
+    assert run_once(tmp_path, server, [STOPPED], **mail).returncode == 0
+    assert len(received) == 3 and len(mails(tmp_path)) == 1
+    # Cleared: each channel says it once.
+    assert run_once(tmp_path, server, OK_LINES, **mail).returncode == 0
+    assert received[3][1]["alerts"][0]["change"] == "cleared" and "cleared (was FAIL)" in mails(tmp_path)[1]
+
+
+def test_a_state_file_from_before_channels_counts_for_each(tmp_path, listener):
+    server, received = listener
+    mail = sendmail_stand_in(tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps({"celery-default": {"status": "FAIL", "sent": 2**40,
+                                                                        "since": 2**40}}))
+    assert run_once(tmp_path, server, [STOPPED], **mail).returncode == 0
+    assert received == [] and mails(tmp_path) == []
+
+
+@pytest.fixture
+def garbage_http():
+    """A TCP server that answers any request with a line that is not HTTP."""
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                conn, _addr = sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HELLO\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+def test_a_broken_http_answer_is_a_failed_delivery_not_a_crash(tmp_path, listener, garbage_http):
+    server, _received = listener
+    mail = sendmail_stand_in(tmp_path)
+    run = run_once(tmp_path, server, [STOPPED], webhook_url="http://127.0.0.1:%d/hooks/T0/secret-token"
+                   % garbage_http, **mail)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "webhook: BadStatusLine" in run.stderr and "secret-token" not in run.stderr + run.stdout
+    assert len(mails(tmp_path)) == 1, "the mail channel still delivered"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_failure_not_followed(tmp_path, listener, status):
+    # urllib would follow 301/302/303 as a GET without the body: the alert lost, and the run content.
+    server, received = listener
+    server.status, server.location = status, "/elsewhere"
+    run = run_once(tmp_path, server, [STOPPED])
+    assert run.returncode == 1 and "webhook: HTTP %d" % status in run.stderr, run.stderr
+    assert [path for path, _body in received] == ["/hooks/T0/secret-token"], "no request to the new location"
+
+
+def test_all_sends_share_one_deadline(tmp_path, listener):
+    server, received = listener
+    mail = sendmail_stand_in(tmp_path)
+    server.delay = 3
+    started = time.monotonic()
+    run = run_once(tmp_path, server, [STOPPED], run_timeout=1, http_timeout=10, **mail)
+    assert time.monotonic() - started < 2.5, "the webhook got the run's remaining time, not its own 10 s"
+    assert run.returncode == 1 and "webhook: timed out" in run.stderr, run.stderr
+    assert "mail: no time left" in run.stderr and mails(tmp_path) == [], run.stderr
+    assert len(received) == 1
