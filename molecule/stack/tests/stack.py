@@ -25,10 +25,11 @@ def redis_cli(broker, *args, db=0):
     return out.splitlines()
 
 
-# GET through nginx with python3 (the image has no curl); prints "STATUS BODY".
+# A request through nginx with python3 (the image has no curl); prints "STATUS BODY".
 HTTP_GET = """python3 - <<'PY'
 import base64, sys, urllib.error, urllib.request
-req = urllib.request.Request("http://127.0.0.1:5555{path}")
+req = urllib.request.Request("http://127.0.0.1:5555{path}", method={method!r}, headers={headers!r},
+                             data=None if {method!r} == "GET" else b"")
 if {auth!r}:
     req.add_header("Authorization", "Basic " + base64.b64encode({auth!r}.encode()).decode())
 try:
@@ -39,7 +40,8 @@ except urllib.error.HTTPError as err:
 PY"""
 
 
-def get(host, path, user=None, password=None):
+def get(host, path, user=None, password=None, method="GET", headers=None):
     auth = f"{user}:{password}" if user else ""
-    status, _space, body = host.check_output(HTTP_GET.format(path=path, auth=auth)).partition(" ")
+    out = host.check_output(HTTP_GET.format(path=path, auth=auth, method=method, headers=headers or {}))
+    status, _space, body = out.partition(" ")
     return int(status), body

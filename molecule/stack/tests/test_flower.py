@@ -61,6 +61,20 @@ def test_flower_records_a_task_it_saw_run(host):
     assert wait_for(where_tasks, 30, step=2), "Flower has no successful where('flower-seen')"
 
 
+@pytest.mark.parametrize("headers, status", [
+    ({"Origin": "http://evil.example"}, 403),
+    ({"Origin": "http://127.0.0.1:5555", "Sec-Fetch-Site": "cross-site"}, 403),
+    ({"Origin": "http://127.0.0.1:5555", "Sec-Fetch-Site": "same-origin"}, 200),
+    ({}, 200),
+])
+def test_nginx_refuses_a_cross_site_request_that_changes_state(host, headers, status):
+    """Flower 2.2 skips its XSRF check with FLOWER_UNAUTHENTICATED_API: a page on another site must not make the
+    operator's browser (cached basic auth) revoke or shut down anything. Revoking an unknown id changes nothing."""
+    answer = get(host, "/api/task/revoke/00000000-0000-0000-0000-000000000000", "ops", USERS["ops"],
+                 method="POST", headers=headers)
+    assert answer[0] == status, answer
+
+
 def test_other_local_users_cannot_reach_flower_past_nginx(host):
     socket_dir = host.file(os.path.dirname(SOCKET))
     assert (socket_dir.user, socket_dir.group, socket_dir.mode) == ("flower", "flower", 0o750)
@@ -84,7 +98,9 @@ def test_secrets_are_stored_as_hashes_and_root_only(host):
     assert set(hashes) == set(USERS) and all(h.startswith("$6$") for h in hashes.values())
     assert not any(pw in htpasswd.content_string for pw in USERS.values())
     settings = host.file("/etc/flower/vpsstack_flower_settings.py")
-    assert (settings.user, settings.group, settings.mode) == ("root", "flower", 0o640)
+    # Not the flower group: nginx's user is in it (the socket), and must not read the broker password.
+    assert (settings.user, settings.group, settings.mode) == ("flower", "root", 0o400)
+    assert host.run(f"runuser -u www-data -- cat {settings.path}").rc != 0
     assert "stack%2Fcelery%20pw%3A1" in settings.content_string  # the broker password, percent-quoted
     assert "celery pw" not in host.check_output(f"cat /proc/{main_pid(host, 'flower')}/cmdline | tr '\\0' ' '")
 
