@@ -272,33 +272,44 @@ def audit_celery(spec):
 
 # The worker role's poison-task guard logs this when it gives a task up (roles/worker/files/vpsstack_poison_guard.py).
 POISON_LINE = re.compile(r"Poison task (\S+?)\[")
+# A runtime patch of the worker role logs this, once per program start, when it finds a kombu or redis-py other than
+# the one it was tested with and does not install itself (vpsstack_timer_compaction.py, vpsstack_consumer_poll.py).
+PATCH_SKIPPED_LINE = re.compile(r"(vpsstack_\w+) patch skipped: found (.+?); tested with")
 
 
 def scan_worker_log(lines):
-    """(WorkerLostError lines, names of the tasks the poison guard gave up on) in one worker log."""
-    lost, poison = 0, []
+    """(WorkerLostError lines, names of the tasks the poison guard gave up on, "patch (versions found)" of the
+    runtime patches that skipped themselves) in one worker log."""
+    lost, poison, skipped = 0, [], []
     for line in lines:
         lost += "WorkerLostError" in line
         found = POISON_LINE.search(line)
         if found:
             poison.append(found.group(1))
-    return lost, poison
+        found = PATCH_SKIPPED_LINE.search(line)
+        if found:
+            skipped.append("%s (%s)" % found.groups())
+    return lost, poison, skipped
 
 
 def audit_log_errors(spec):
     boot = time.time() - float(open("/proc/uptime").read().split()[0])
-    lost, poison = 0, []
+    lost, poison, skipped = 0, [], []
     for path in glob.glob(os.path.join(spec["log_dir"], "celery-*.log")):
         if os.path.getmtime(path) < boot:
             continue
         with open(path, errors="replace") as fh:
-            file_lost, file_poison = scan_worker_log(fh)
+            file_lost, file_poison, file_skipped = scan_worker_log(fh)
         lost += file_lost
         poison += file_poison
+        skipped += file_skipped
     report("WARN" if lost else "OK", "WorkerLostError in worker logs", "%d lines" % lost)
     # A poison task was failed, not run: its caller never got a result. Name the tasks so someone fixes them.
     report("WARN" if poison else "OK", "poison tasks given up",
            "%d: %s" % (len(poison), ", ".join(sorted(set(poison)))) if poison else "none")
+    # The programs run without a fix they were meant to have (time-limit timers pile up in the prefork parent, or
+    # gevent/eventlet/threads fetch one window per 2 s): name the patch and the version that made it step aside.
+    report("WARN" if skipped else "OK", "runtime patches skipped", "; ".join(sorted(set(skipped))) or "none")
 
 
 # --- Every host

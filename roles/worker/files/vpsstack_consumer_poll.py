@@ -14,8 +14,17 @@ concurrency / 2 tasks a second, whatever the tasks cost.
 The wrapper shortens that one wait to PAUSED_POLL_S while the window is full; kombu's drain_events loop then
 polls again and registers BRPOP as soon as an ack has freed a slot. Nothing changes while the window has room
 (BRPOP wakes the poll), nor for the prefork pool, whose event loop does not call this method.
+
+The wrapper reads kombu's private poller state (_channels, QoS credit) and the stall is the Redis transport's, which
+kombu writes against redis-py's connections: with a kombu or redis-py other than TESTED_VERSIONS the wrapper is not
+installed and one warning line says so (docs/worker.md, "Patches and versions").
 """
 import functools
+import logging
+from importlib import metadata
+
+# The versions this patch was read against and measured with; the worker role's pip constraints pin the same.
+TESTED_VERSIONS = {"kombu": "5.7.0", "redis": "8.1.0"}
 
 # A wake-up every 20 ms while every slot is busy, and a freed slot waits at most that long. Each wake-up runs the
 # poller's end-of-poll housekeeping: kombu scans the unacked index on every tenth (unacked_restore_throttle), so
@@ -29,8 +38,30 @@ def window_full(poller):
     return any(channel.active_queues and not channel.qos.can_consume() for channel in channels)
 
 
+def untested_versions():
+    """'kombu 5.8.0'-style descriptions of the libraries whose installed version is not the tested one."""
+    found = []
+    for name, tested in sorted(TESTED_VERSIONS.items()):
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "missing"
+        if version != tested:
+            found.append("%s %s" % (name, version))
+    return found
+
+
 def install():
-    """Wrap kombu's MultiChannelPoller.get once per process; False when kombu's Redis transport is missing."""
+    """Wrap kombu's MultiChannelPoller.get once per process; False when skipped or kombu's Redis transport is missing.
+
+    The skip line is logged before Celery configures logging: Python's last-resort handler writes it to stderr,
+    which supervisor sends to the program's log, where the audit looks for "patch skipped"."""
+    untested = untested_versions()
+    if untested:
+        logging.getLogger(__name__).warning(
+            "%s patch skipped: found %s; tested with %s", __name__, ", ".join(untested),
+            ", ".join("%s %s" % item for item in sorted(TESTED_VERSIONS.items())))
+        return False
     try:
         from kombu.transport.redis import MultiChannelPoller  # pylint: disable=import-outside-toplevel
     except ImportError:

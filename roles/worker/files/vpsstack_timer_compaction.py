@@ -14,8 +14,16 @@ Every INTERVAL_S seconds the step below rebuilds the heap without the cancelled 
 the same loop, so nothing else touches the heap meanwhile; live timers (time limits of running tasks,
 heartbeats, the broker's restore cycle) are kept with their due times. Pools without the loop (gevent,
 eventlet, threads, solo) have no such heap: the step does nothing there.
+
+drop_cancelled reads kombu's private heap (Timer._queue, entry.canceled): on a kombu other than TESTED_VERSIONS the
+step is not added and one warning line says so (docs/worker.md, "Patches and versions").
 """
 import heapq
+import logging
+from importlib import metadata
+
+# The versions this patch was read against and measured with; the worker role's pip constraints pin the same.
+TESTED_VERSIONS = {"kombu": "5.7.0"}
 
 # 5 s: at ~300 tasks/s the parent then holds about 1500 dead entries (< 1 MiB); 30 s still let it grow 5 MiB
 # (measured as above). One pass over that heap costs well under a millisecond.
@@ -35,8 +43,30 @@ def drop_cancelled(timer):
     return dropped
 
 
+def untested_versions():
+    """'kombu 5.8.0'-style descriptions of the libraries whose installed version is not the tested one."""
+    found = []
+    for name, tested in sorted(TESTED_VERSIONS.items()):
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "missing"
+        if version != tested:
+            found.append("%s %s" % (name, version))
+    return found
+
+
 def install(app, interval_s=INTERVAL_S):
-    """Add the step to the app's worker blueprint (read when `celery worker` builds the worker)."""
+    """Add the step to the app's worker blueprint (read when `celery worker` builds the worker); None when skipped.
+
+    The skip line is logged before Celery configures logging: Python's last-resort handler writes it to stderr,
+    which supervisor sends to the program's log, where the audit looks for "patch skipped"."""
+    untested = untested_versions()
+    if untested:
+        logging.getLogger(__name__).warning(
+            "%s patch skipped: found %s; tested with %s", __name__, ", ".join(untested),
+            ", ".join("%s %s" % item for item in sorted(TESTED_VERSIONS.items())))
+        return None
     from celery import bootsteps  # pylint: disable=import-outside-toplevel
 
     class DropCancelledTimers(bootsteps.StartStopStep):

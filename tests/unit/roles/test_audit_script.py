@@ -7,6 +7,7 @@ import io
 import os
 
 import pytest
+from role_files import load_worker_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SPEC = importlib.util.spec_from_file_location(
@@ -101,8 +102,8 @@ def test_worker_log_scan_counts_lost_children_and_names_poison_tasks():
         "3 times (worker_poison_max_lost=3): not requeued again, acknowledged and marked failed (WorkerLostError)",
         "[2026-11-30 10:00:10,000: INFO/MainProcess] Task app.tasks.add[77aa] succeeded in 0.01s: 3",
     ]
-    assert audit.scan_worker_log(log) == (2, ["app.tasks.crunch"])
-    assert audit.scan_worker_log(["plain line"]) == (0, [])
+    assert audit.scan_worker_log(log) == (2, ["app.tasks.crunch"], [])
+    assert audit.scan_worker_log(["plain line"]) == (0, [], [])
 
 
 def test_the_poison_pattern_matches_what_the_guard_logs():
@@ -110,3 +111,50 @@ def test_the_poison_pattern_matches_what_the_guard_logs():
         guard = fh.read()
     assert '"Poison task %s[%s]: ' in guard  # the format the audit's POISON_LINE reads
     assert audit.POISON_LINE.search("Poison task %s[%s]: " % ("proj.tasks.x", "id")).group(1) == "proj.tasks.x"
+
+
+def skip_line(monkeypatch, caplog, patch, installed):
+    """The line a runtime patch of the worker role logs when it finds other versions than it was tested with."""
+    module = load_worker_file(patch)
+
+    def version(name):
+        if name not in installed:
+            raise module.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(module.metadata, "version", version)
+    caplog.clear()
+    if patch == "vpsstack_timer_compaction":
+        module.install(app=None)  # skipped before the app is touched
+    else:
+        module.install()
+    [record] = caplog.records
+    return record.getMessage()
+
+
+def test_worker_log_scan_names_the_patches_that_skipped_themselves(monkeypatch, caplog):
+    # What the patches really log, as it lands in a program's log: bare (Python's last-resort handler, before
+    # Celery configures logging), twice for a program started twice.
+    poll = skip_line(monkeypatch, caplog, "vpsstack_consumer_poll", {"kombu": "5.8.0", "redis": "8.1.0"})
+    timer = skip_line(monkeypatch, caplog, "vpsstack_timer_compaction", {"kombu": "5.8.0"})
+    log = [poll, timer, "[2026-12-01 10:00:00,000: INFO/MainProcess] Connected to redis://10.0.0.5:6379/0", poll]
+
+    _lost, _poison, skipped = audit.scan_worker_log(log)
+
+    assert skipped == ["vpsstack_consumer_poll (kombu 5.8.0)", "vpsstack_timer_compaction (kombu 5.8.0)",
+                       "vpsstack_consumer_poll (kombu 5.8.0)"]
+
+
+def test_skipped_patches_are_one_warn_line(monkeypatch, tmp_path):
+    log = tmp_path / "celery-default.log"
+    log.write_text("vpsstack_consumer_poll patch skipped: found redis 7.4.0; tested with kombu 5.7.0, redis 8.1.0\n"
+                   "[2026-12-01 10:00:00,000: INFO/MainProcess] celery@worker1 ready.\n"
+                   "vpsstack_consumer_poll patch skipped: found redis 7.4.0; tested with kombu 5.7.0, redis 8.1.0\n")
+    (tmp_path / "celery-beat.log").write_text("[2026-12-01 10:00:00,000: INFO/MainProcess] beat: Starting...\n")
+    audit.audit_log_errors({"log_dir": str(tmp_path)})
+    assert ["WARN", "runtime patches skipped", "vpsstack_consumer_poll (redis 7.4.0)"] in audit.LINES
+
+    audit.LINES.clear()
+    log.write_text("[2026-12-01 10:00:00,000: INFO/MainProcess] celery@worker1 ready.\n")
+    audit.audit_log_errors({"log_dir": str(tmp_path)})
+    assert ["OK", "runtime patches skipped", "none"] in audit.LINES

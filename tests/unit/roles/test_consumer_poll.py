@@ -79,3 +79,43 @@ def test_installing_twice_wraps_once(poll_fix, timeouts):
     assert MultiChannelPoller.get is wrapped
     poller_with(channel(["celery"], credit=False)).get(None, timeout=2.0)
     assert timeouts == [poll_fix.PAUSED_POLL_S]
+
+
+def versions(monkeypatch, module, installed):
+    """importlib.metadata.version as the module sees it: INSTALLED's versions, any other package missing."""
+    def version(name):
+        if name not in installed:
+            raise module.metadata.PackageNotFoundError(name)
+        return installed[name]
+    monkeypatch.setattr(module.metadata, "version", version)
+
+
+@pytest.mark.parametrize("installed, found", [
+    ({"kombu": "5.8.0", "redis": "8.1.0"}, "kombu 5.8.0"),
+    ({"kombu": "5.7.0", "redis": "7.4.0"}, "redis 7.4.0"),
+    ({"kombu": "5.7.1", "redis": "9.0.0"}, "kombu 5.7.1, redis 9.0.0"),
+    ({"kombu": "5.7.0"}, "redis missing"),
+], ids=["kombu", "redis", "both", "redis-missing"])
+def test_another_kombu_or_redis_leaves_the_poller_alone_with_one_warning(poll_fix, timeouts, monkeypatch, caplog,
+                                                                         installed, found):
+    versions(monkeypatch, poll_fix, installed)
+    original = MultiChannelPoller.get
+
+    assert poll_fix.install() is False
+
+    assert MultiChannelPoller.get is original
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "vpsstack_consumer_poll patch skipped: found %s; tested with kombu 5.7.0, redis 8.1.0" % found)]
+    poller_with(channel(["celery"], credit=False)).get(None, timeout=2.0)
+    assert timeouts == [2.0]  # kombu's own wait, unshortened
+
+
+def test_the_tested_versions_install_the_wrapper_quietly(poll_fix, timeouts, monkeypatch, caplog):
+    versions(monkeypatch, poll_fix, dict(poll_fix.TESTED_VERSIONS))
+
+    assert poll_fix.install() is True
+
+    assert getattr(MultiChannelPoller.get, "vpsstack_wrapped", False)
+    assert caplog.records == []
+    poller_with(channel(["celery"], credit=False)).get(None, timeout=2.0)
+    assert timeouts == [poll_fix.PAUSED_POLL_S]

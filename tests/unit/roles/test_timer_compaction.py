@@ -119,3 +119,39 @@ def test_pools_without_the_event_loop_are_left_alone(compaction, celery_stub):
     step.stop(worker)
 
     assert step.tref is None
+
+
+def versions(monkeypatch, module, installed):
+    """importlib.metadata.version as the module sees it: INSTALLED's versions, any other package missing."""
+    def version(name):
+        if name not in installed:
+            raise module.metadata.PackageNotFoundError(name)
+        return installed[name]
+    monkeypatch.setattr(module.metadata, "version", version)
+
+
+@pytest.mark.parametrize("installed, found", [
+    ({"kombu": "5.8.0"}, "kombu 5.8.0"),
+    ({"kombu": "5.6.2"}, "kombu 5.6.2"),
+    ({}, "kombu missing"),
+], ids=["newer", "older", "missing"])
+def test_another_kombu_skips_the_step_with_one_warning(compaction, celery_stub, monkeypatch, caplog,
+                                                      installed, found):
+    versions(monkeypatch, compaction, installed)
+    app = types.SimpleNamespace(steps=collections.defaultdict(set))
+
+    assert compaction.install(app) is None
+
+    assert app.steps["worker"] == set()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "vpsstack_timer_compaction patch skipped: found %s; tested with kombu 5.7.0" % found)]
+
+
+def test_the_tested_kombu_installs_the_step_quietly(compaction, celery_stub, monkeypatch, caplog):
+    versions(monkeypatch, compaction, dict(compaction.TESTED_VERSIONS))
+    app = types.SimpleNamespace(steps=collections.defaultdict(set))
+
+    step_class = compaction.install(app)
+
+    assert app.steps["worker"] == {step_class}
+    assert caplog.records == []
