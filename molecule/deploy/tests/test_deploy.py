@@ -90,8 +90,11 @@ def test_v1_runs_from_a_release_behind_the_link(host):
     assert target.startswith(RELEASES + "/src-"), target
     assert host.file(APP + "/relapp/only_in_v1.py").exists
     assert version(host) == "v1"
-    # The release tree belongs to root: the tasks cannot rewrite the code they run.
-    assert host.file(target).user == "root" and host.file(target + "/relapp/tasks.py").mode == 0o644
+    # The release tree belongs to root: the tasks cannot rewrite the code they run; other users read none of it.
+    tasks = host.file(target + "/relapp/tasks.py")
+    assert host.file(target).user == "root" and (tasks.user, tasks.group, tasks.mode) == ("root", "celery", 0o640)
+    releases_dir = host.file(RELEASES)
+    assert (releases_dir.user, releases_dir.group, releases_dir.mode) == ("root", "celery", 0o750)
     SEEN["v1"] = os.path.basename(target)
 
 
@@ -214,3 +217,55 @@ def test_a_release_that_does_not_load_is_not_left_behind_the_link(host, tmp_path
     assert releases(host) == before_releases
     assert pids(host) == before_pids
     assert version(host) == "v1"
+
+
+def test_a_release_whose_programs_do_not_come_up_is_rolled_back(host, tmp_path):
+    """It loads in the settings check, but every program dies at start under supervisor (an environment the project
+    relies on, missing): health.yml puts the previous release back, restarts the programs on it, and fails."""
+    before_target, before_releases = current(host), releases(host)
+    bad = tmp_path / "dies-under-supervisor"
+    shutil.copytree(os.path.join(FILES, "v1"), bad)
+    with open(bad / "relapp" / "tasks.py", "a", encoding="utf-8") as fh:
+        fh.write('\nif os.environ.get("SUPERVISOR_ENABLED"):\n'
+                 '    raise RuntimeError("broken on purpose by test_deploy: dies under supervisor")\n')
+    rc, _stats, seconds, output = deploy("-e", f"worker_app_src={bad}/")
+    print(f"\nrelease that does not come up rolled back in {seconds:.0f} s")
+    assert rc != 0, output
+    assert "did not come up" in output and "dies under supervisor" in output, output
+    assert current(host) == before_target
+    assert releases(host) == before_releases
+    assert wait_for(lambda: "RUNNING" in host.check_output("supervisorctl status celery-default"), 60)
+    assert version(host) == "v1"
+
+
+def test_what_the_release_leaves_out_neither_ships_nor_restarts(host, tmp_path):
+    """One exclude list for the release id and the copy: a project's .git, virtualenv, node_modules and caches are
+    not shipped, and a change there alone (a git fetch) makes no release and restarts nothing. Its .env ships
+    private (0640 root:celery)."""
+    src = tmp_path / "proj"
+    shutil.copytree(os.path.join(FILES, "v1"), src)
+    extras = {".env": "SECRET=from-test\n", ".git/HEAD": "ref: refs/heads/main\n", ".venv/pyvenv.cfg": "home = x\n",
+              "node_modules/left-pad/index.js": "", "relapp/__pycache__/tasks.cpython-312.pyc": ""}
+    for rel, text in extras.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    before = pids(host)
+    rc, _stats, _seconds, output = deploy("-e", f"worker_app_src={src}/")
+    assert rc == 0, output
+    target = current(host)
+    assert target != RELEASES + "/" + SEEN["v1"]  # the .env is new content
+    listing = host.check_output(f"cd {target} && find . -mindepth 1 | sort").split()
+    assert "./.env" in listing and not [p for p in listing if p.startswith(("./.git", "./.venv", "./node_modules"))]
+    assert not [p for p in listing if "__pycache__" in p], listing
+    env_file = host.file(target + "/.env")
+    assert (env_file.user, env_file.group, env_file.mode) == ("root", "celery", 0o640)
+    assert host.run(f"runuser -u nobody -- cat {target}/.env").rc != 0
+    # A fetch: only .git changes. Same id, nothing changes, nothing restarts.
+    (src / ".git" / "FETCH_HEAD").write_text("abc\tbranch 'main'\n")
+    moved = pids(host)
+    rc, stats, _seconds, output = deploy("-e", f"worker_app_src={src}/")
+    assert rc == 0 and stats.get("changed") == 0, changed_tasks(output)
+    assert pids(host) == moved and current(host) == target and moved != before
+    # Back to v1 for the tests after this one.
+    rc, _stats, _seconds, output = deploy("-e", f"worker_app_src={FILES}/v1/")
+    assert rc == 0 and version(host) == "v1", output
