@@ -228,6 +228,8 @@ def test_a_release_whose_programs_do_not_come_up_is_rolled_back(host, tmp_path):
     with open(bad / "relapp" / "tasks.py", "a", encoding="utf-8") as fh:
         fh.write('\nif os.environ.get("SUPERVISOR_ENABLED"):\n'
                  '    raise RuntimeError("broken on purpose by test_deploy: dies under supervisor")\n')
+    # It also moves a dependency: the rollback must put v1's version back into the shared venv.
+    (bad / "requirements.txt").write_text("six==1.16.0\n")
     rc, _stats, seconds, output = deploy("-e", f"worker_app_src={bad}/")
     print(f"\nrelease that does not come up rolled back in {seconds:.0f} s")
     assert rc != 0, output
@@ -236,6 +238,7 @@ def test_a_release_whose_programs_do_not_come_up_is_rolled_back(host, tmp_path):
     assert releases(host) == before_releases
     assert wait_for(lambda: "RUNNING" in host.check_output("supervisorctl status celery-default"), 60)
     assert version(host) == "v1"
+    assert "Version: 1.17.0" in host.check_output("/opt/celery/venv/bin/pip show six")
 
 
 def test_what_the_release_leaves_out_neither_ships_nor_restarts(host, tmp_path):
