@@ -20,8 +20,8 @@ kombu writes against redis-py's connections: with a kombu or redis-py other than
 installed and one warning line says so (docs/worker.md, "Patches and versions").
 """
 import functools
-import logging
-from importlib import metadata
+
+from vpsstack_versions import skipped
 
 # The versions this patch was read against and measured with; the worker role's pip constraints pin the same.
 TESTED_VERSIONS = {"kombu": "5.7.0", "redis": "8.1.0"}
@@ -38,29 +38,11 @@ def window_full(poller):
     return any(channel.active_queues and not channel.qos.can_consume() for channel in channels)
 
 
-def untested_versions():
-    """'kombu 5.8.0'-style descriptions of the libraries whose installed version is not the tested one."""
-    found = []
-    for name, tested in sorted(TESTED_VERSIONS.items()):
-        try:
-            version = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            version = "missing"
-        if version != tested:
-            found.append("%s %s" % (name, version))
-    return found
-
-
 def install():
     """Wrap kombu's MultiChannelPoller.get once per process; False when skipped or kombu's Redis transport is missing.
 
-    The skip line is logged before Celery configures logging: Python's last-resort handler writes it to stderr,
-    which supervisor sends to the program's log, where the audit looks for "patch skipped"."""
-    untested = untested_versions()
-    if untested:
-        logging.getLogger(__name__).warning(
-            "%s patch skipped: found %s; tested with %s", __name__, ", ".join(untested),
-            ", ".join("%s %s" % item for item in sorted(TESTED_VERSIONS.items())))
+    Skipped, with one line in the program's log, on other library versions (vpsstack_versions.py)."""
+    if skipped(__name__, TESTED_VERSIONS):
         return False
     try:
         from kombu.transport.redis import MultiChannelPoller  # pylint: disable=import-outside-toplevel

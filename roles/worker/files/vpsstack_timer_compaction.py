@@ -19,8 +19,8 @@ drop_cancelled reads kombu's private heap (Timer._queue, entry.canceled): on a k
 step is not added and one warning line says so (docs/worker.md, "Patches and versions").
 """
 import heapq
-import logging
-from importlib import metadata
+
+from vpsstack_versions import skipped
 
 # The versions this patch was read against and measured with; the worker role's pip constraints pin the same.
 TESTED_VERSIONS = {"kombu": "5.7.0"}
@@ -43,29 +43,11 @@ def drop_cancelled(timer):
     return dropped
 
 
-def untested_versions():
-    """'kombu 5.8.0'-style descriptions of the libraries whose installed version is not the tested one."""
-    found = []
-    for name, tested in sorted(TESTED_VERSIONS.items()):
-        try:
-            version = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            version = "missing"
-        if version != tested:
-            found.append("%s %s" % (name, version))
-    return found
-
-
 def install(app, interval_s=INTERVAL_S):
     """Add the step to the app's worker blueprint (read when `celery worker` builds the worker); None when skipped.
 
-    The skip line is logged before Celery configures logging: Python's last-resort handler writes it to stderr,
-    which supervisor sends to the program's log, where the audit looks for "patch skipped"."""
-    untested = untested_versions()
-    if untested:
-        logging.getLogger(__name__).warning(
-            "%s patch skipped: found %s; tested with %s", __name__, ", ".join(untested),
-            ", ".join("%s %s" % item for item in sorted(TESTED_VERSIONS.items())))
+    Skipped, with one line in the program's log, on other library versions (vpsstack_versions.py)."""
+    if skipped(__name__, TESTED_VERSIONS):
         return None
     from celery import bootsteps  # pylint: disable=import-outside-toplevel
 

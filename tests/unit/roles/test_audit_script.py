@@ -7,7 +7,7 @@ import io
 import os
 
 import pytest
-from role_files import load_worker_file
+from role_files import fake_versions, load_worker_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SPEC = importlib.util.spec_from_file_location(
@@ -116,13 +116,7 @@ def test_the_poison_pattern_matches_what_the_guard_logs():
 def skip_line(monkeypatch, caplog, patch, installed):
     """The line a runtime patch of the worker role logs when it finds other versions than it was tested with."""
     module = load_worker_file(patch)
-
-    def version(name):
-        if name not in installed:
-            raise module.metadata.PackageNotFoundError(name)
-        return installed[name]
-
-    monkeypatch.setattr(module.metadata, "version", version)
+    fake_versions(monkeypatch, installed)
     caplog.clear()
     if patch == "vpsstack_timer_compaction":
         module.install(app=None)  # skipped before the app is touched

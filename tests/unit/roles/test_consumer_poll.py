@@ -9,7 +9,7 @@ from __future__ import annotations
 import types
 
 import pytest
-from role_files import load_worker_file
+from role_files import fake_versions, load_worker_file
 from kombu.transport.redis import MultiChannelPoller
 
 
@@ -81,15 +81,6 @@ def test_installing_twice_wraps_once(poll_fix, timeouts):
     assert timeouts == [poll_fix.PAUSED_POLL_S]
 
 
-def versions(monkeypatch, module, installed):
-    """importlib.metadata.version as the module sees it: INSTALLED's versions, any other package missing."""
-    def version(name):
-        if name not in installed:
-            raise module.metadata.PackageNotFoundError(name)
-        return installed[name]
-    monkeypatch.setattr(module.metadata, "version", version)
-
-
 @pytest.mark.parametrize("installed, found", [
     ({"kombu": "5.8.0", "redis": "8.1.0"}, "kombu 5.8.0"),
     ({"kombu": "5.7.0", "redis": "7.4.0"}, "redis 7.4.0"),
@@ -98,7 +89,7 @@ def versions(monkeypatch, module, installed):
 ], ids=["kombu", "redis", "both", "redis-missing"])
 def test_another_kombu_or_redis_leaves_the_poller_alone_with_one_warning(poll_fix, timeouts, monkeypatch, caplog,
                                                                          installed, found):
-    versions(monkeypatch, poll_fix, installed)
+    fake_versions(monkeypatch, installed)
     original = MultiChannelPoller.get
 
     assert poll_fix.install() is False
@@ -111,7 +102,7 @@ def test_another_kombu_or_redis_leaves_the_poller_alone_with_one_warning(poll_fi
 
 
 def test_the_tested_versions_install_the_wrapper_quietly(poll_fix, timeouts, monkeypatch, caplog):
-    versions(monkeypatch, poll_fix, dict(poll_fix.TESTED_VERSIONS))
+    fake_versions(monkeypatch, dict(poll_fix.TESTED_VERSIONS))
 
     assert poll_fix.install() is True
 

@@ -12,7 +12,6 @@ from role_files import REPO, load_worker_file
 
 merge = load_worker_file("vpsstack_settings_merge")
 FILES = os.path.join(REPO, "roles", "worker", "files")
-sys.path.insert(0, FILES)  # the check imports the merge module as the hosts do
 check = load_worker_file("vpsstack_celery_check")
 
 OURS = {"broker_url": "redis://celery:pw@10.0.0.5:6379/0", "task_acks_late": True,

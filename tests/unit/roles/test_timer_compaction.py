@@ -12,7 +12,7 @@ import sys
 import types
 
 import pytest
-from role_files import load_worker_file
+from role_files import fake_versions, load_worker_file
 from kombu.asynchronous.hub import Hub
 from kombu.asynchronous.timer import Timer
 
@@ -121,15 +121,6 @@ def test_pools_without_the_event_loop_are_left_alone(compaction, celery_stub):
     assert step.tref is None
 
 
-def versions(monkeypatch, module, installed):
-    """importlib.metadata.version as the module sees it: INSTALLED's versions, any other package missing."""
-    def version(name):
-        if name not in installed:
-            raise module.metadata.PackageNotFoundError(name)
-        return installed[name]
-    monkeypatch.setattr(module.metadata, "version", version)
-
-
 @pytest.mark.parametrize("installed, found", [
     ({"kombu": "5.8.0"}, "kombu 5.8.0"),
     ({"kombu": "5.6.2"}, "kombu 5.6.2"),
@@ -137,7 +128,7 @@ def versions(monkeypatch, module, installed):
 ], ids=["newer", "older", "missing"])
 def test_another_kombu_skips_the_step_with_one_warning(compaction, celery_stub, monkeypatch, caplog,
                                                       installed, found):
-    versions(monkeypatch, compaction, installed)
+    fake_versions(monkeypatch, installed)
     app = types.SimpleNamespace(steps=collections.defaultdict(set))
 
     assert compaction.install(app) is None
@@ -148,7 +139,7 @@ def test_another_kombu_skips_the_step_with_one_warning(compaction, celery_stub, 
 
 
 def test_the_tested_kombu_installs_the_step_quietly(compaction, celery_stub, monkeypatch, caplog):
-    versions(monkeypatch, compaction, dict(compaction.TESTED_VERSIONS))
+    fake_versions(monkeypatch, dict(compaction.TESTED_VERSIONS))
     app = types.SimpleNamespace(steps=collections.defaultdict(set))
 
     step_class = compaction.install(app)
