@@ -43,7 +43,7 @@ def pickle_settings(conf):
     for name in SERIALIZER_SETTINGS:
         value = conf.get(name)
         values = value if isinstance(value, (list, tuple, set)) else [value]
-        if any(str(v).split("/")[-1] in ("pickle", "python-pickle") for v in values if v):
+        if any(str(v).rsplit("/", maxsplit=1)[-1] in ("pickle", "python-pickle") for v in values if v):
             found.append(name)
     return found
 

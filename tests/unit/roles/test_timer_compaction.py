@@ -127,7 +127,7 @@ def test_pools_without_the_event_loop_are_left_alone(compaction, celery_stub):
     ({}, "kombu missing"),
 ], ids=["newer", "older", "missing"])
 def test_another_kombu_skips_the_step_with_one_warning(compaction, celery_stub, monkeypatch, caplog,
-                                                      installed, found):
+                                                       installed, found):
     fake_versions(monkeypatch, installed)
     app = types.SimpleNamespace(steps=collections.defaultdict(set))
 
