@@ -6,7 +6,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cgroup_limits
-short_description: Read the memory and CPU limits of the cgroup the target runs in
+short_description: Read the memory and CPU limits of the cgroup the target runs in, and the open-file ceilings
 version_added: 0.1.0
 description:
   - Reads the cgroup memory limit and CFS CPU quota on the target, so that sizing can use
@@ -16,6 +16,8 @@ description:
     in C(/sys/fs/cgroup), in the process's own cgroup (C(0::/path) in C(/proc/self/cgroup)) and its parents.
   - cgroup v1 reads C(memory/memory.limit_in_bytes), C(cpu/cpu.cfs_quota_us) and C(cpu/cpu.cfs_period_us)
     (or C(cpu,cpuacct/...)), at the mount point and in the process's own cgroup path.
+  - Also returns the open-file ceilings (C(fs.nr_open), PID 1's hard limit) and C(net.core.somaxconn), so the
+    plan reads every host limit in one call.
   - When several levels have a limit, the most restrictive one is returned. Values are returned as the
     raw strings the kernel wrote; the P(vpsstack.celery.effective_resources#filter) filter interprets them.
   - Read-only; never reports a change.
@@ -73,6 +75,23 @@ cgroup:
       description: CFS period in microseconds, or null.
       type: str
       sample: "100000"
+nofile:
+  description: The open-file ceilings a service cannot exceed, raw, in the same call (one round trip for the plan).
+  returned: always
+  type: dict
+  contains:
+    nr_open:
+      description: C(/proc/sys/fs/nr_open), or null when unreadable.
+      type: str
+      sample: "1048576"
+    init_hard:
+      description: PID 1's hard C(Max open files) from C(/proc/1/limits) (C(unlimited) possible), or null.
+      type: str
+      sample: "524288"
+    somaxconn:
+      description: C(/proc/sys/net/core/somaxconn), the ceiling of a listen backlog (Redis's C(tcp-backlog)), or null.
+      type: str
+      sample: "4096"
 """
 
 import os
@@ -183,9 +202,20 @@ def read_cgroup(root=None):
     return _v1(root) or {"version": 0, "memory_limit": None, "cpu_quota": None, "cpu_period": None}
 
 
+def read_nofile(root=None):
+    """fs.nr_open and PID 1's hard open-file limit under `root` (default ROOT), as the kernel wrote them."""
+    root = ROOT if root is None else root
+    init_hard = None
+    for line in (_read(os.path.join(root, "proc/1/limits")) or "").splitlines():
+        if line.startswith("Max open files"):
+            init_hard = line.split()[4]
+    return {"nr_open": _read(os.path.join(root, "proc/sys/fs/nr_open")), "init_hard": init_hard,
+            "somaxconn": _read(os.path.join(root, "proc/sys/net/core/somaxconn"))}
+
+
 def main():
     module = AnsibleModule(argument_spec={}, supports_check_mode=True)
-    module.exit_json(changed=False, cgroup=read_cgroup())
+    module.exit_json(changed=False, cgroup=read_cgroup(), nofile=read_nofile())
 
 
 if __name__ == "__main__":

@@ -117,3 +117,17 @@ def test_main_rejects_unknown_options(monkeypatch, capsys):
             cgroup_limits.main()
     assert exc.value.code == 1
     assert "Unsupported parameters" in json.loads(capsys.readouterr().out)["msg"]
+
+
+def test_nofile_ceilings(tmp_path):
+    root = tree(tmp_path, {
+        "proc/sys/fs/nr_open": "1048576",
+        "proc/sys/net/core/somaxconn": "4096",
+        "proc/1/limits": "Limit                     Soft Limit           Hard Limit           Units\n"
+                         "Max open files            1024                 524288               files",
+    })
+    assert cgroup_limits.read_nofile(root) == {"nr_open": "1048576", "init_hard": "524288", "somaxconn": "4096"}
+
+
+def test_nofile_ceilings_unreadable(tmp_path):
+    assert cgroup_limits.read_nofile(str(tmp_path)) == {"nr_open": None, "init_hard": None, "somaxconn": None}
