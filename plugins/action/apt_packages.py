@@ -77,4 +77,3 @@ class ActionModule(ActionBase):
                                            module_args={"name": missing, "state": "present"}))
         result["missing"] = missing
         return result
-

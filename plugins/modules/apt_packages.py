@@ -41,6 +41,7 @@ attributes:
   platform:
     support: full
     platforms: debian
+    description: Debian and Ubuntu (dpkg and apt).
 notes:
   - Installs only (C(state=present)); removal and upgrades stay with M(ansible.builtin.apt).
 seealso:

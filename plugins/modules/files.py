@@ -107,6 +107,7 @@ attributes:
   platform:
     support: full
     platforms: posix
+    description: Any POSIX target with Python.
 notes:
   - Files are text (UTF-8). Parents of a file must exist, or be created by an earlier C(directory) entry.
   - An owner or group that does not exist yet (a check run before the user is created) is reported as a change
@@ -282,25 +283,31 @@ def ensure_absent(module, entry, diffs):
 ACTIONS = {"file": ensure_file, "directory": ensure_directory, "absent": ensure_absent}
 
 
+ENTRY_OPTIONS = {
+    "dest": {"type": "path", "required": True},
+    "state": {"type": "str", "choices": list(ACTIONS), "default": "file"},
+    "content": {"type": "str"},
+    "secret_content": {"type": "str", "no_log": True},
+    "template": {"type": "path"},
+    "src": {"type": "path"},
+    "vars": {"type": "dict"},
+    "secret": {"type": "bool", "default": False},
+    "owner": {"type": "str"},
+    "group": {"type": "str"},
+    "mode": {"type": "raw"},
+    "validate": {"type": "str"},
+}
+ARGUMENT_SPEC = {
+    "defaults": {"type": "dict", "default": {},
+                 "options": {"owner": {"type": "str"}, "group": {"type": "str"}, "mode": {"type": "raw"}}},
+    "remove_unlisted": {"type": "list", "elements": "str", "default": []},
+    "files": {"type": "list", "elements": "dict", "required": True, "options": ENTRY_OPTIONS},
+}
+
+
 def main():
     module = AnsibleModule(
-        argument_spec={"defaults": {"type": "dict", "default": {}, "options": {
-            "owner": {"type": "str"}, "group": {"type": "str"}, "mode": {"type": "raw"}}},
-                       "remove_unlisted": {"type": "list", "elements": "str", "default": []},
-                       "files": {"type": "list", "elements": "dict", "required": True, "options": {
-            "dest": {"type": "path", "required": True},
-            "state": {"type": "str", "choices": list(ACTIONS), "default": "file"},
-            "content": {"type": "str"},
-            "secret_content": {"type": "str", "no_log": True},
-            "template": {"type": "path"},
-            "src": {"type": "path"},
-            "vars": {"type": "dict"},
-            "secret": {"type": "bool", "default": False},
-            "owner": {"type": "str"},
-            "group": {"type": "str"},
-            "mode": {"type": "raw"},
-            "validate": {"type": "str"},
-        }}},
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     changed_files, diffs = [], []

@@ -52,7 +52,7 @@ def test_probe_on_this_host_finds_dpkg_and_misses_a_made_up_name():
     out = subprocess.run(["sh", "-c", PROBE.format(names="dpkg no-such-package-xyz", stamp="/nonexistent",
                                                    lists="/var/lib/apt/lists")],
                          capture_output=True, text=True, check=True).stdout
-    missing, age, _ = parse_probe(out, ["dpkg", "no-such-package-xyz"])
+    missing, age, _universe = parse_probe(out, ["dpkg", "no-such-package-xyz"])
     assert missing == ["no-such-package-xyz"] and age is not None and age >= 0
 
 
@@ -64,5 +64,5 @@ def test_a_host_with_every_package_reports_no_change(tmp_path):
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
     proc = subprocess.run(["ansible-playbook", "-c", "local", "-i", "localhost,", "-e",
                            json.dumps({"ansible_python_interpreter": sys.executable}), str(play)],
-                          env=env, capture_output=True, text=True)
+                          env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
