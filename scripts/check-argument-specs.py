@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Fail when a role's defaults/main.yml and meta/argument_specs.yml (entry point main) disagree.
+"""Fail when a role's defaults/main.yml and meta/argument_specs.yml (entry point main) disagree, or when another
+entry point (preflight, deploy) validates other options than main.
 
 Every default must be documented and every documented option must have a default, so the docs cannot drift.
 """
@@ -17,7 +18,8 @@ def role_problems(role: Path) -> list[str]:
     if not specs_file.is_file():
         return [f"{role.name}: meta/argument_specs.yml is missing"]
     defaults = yaml.safe_load(defaults_file.read_text()) or {} if defaults_file.is_file() else {}
-    options = yaml.safe_load(specs_file.read_text())["argument_specs"]["main"].get("options") or {}
+    specs = yaml.safe_load(specs_file.read_text())["argument_specs"]
+    options = specs["main"].get("options") or {}
     problems = [f"{role.name}: default {k} is not in argument_specs" for k in sorted(set(defaults) - set(options))]
     problems += [
         f"{role.name}: argument_specs option {k} has no default and is not required"
@@ -28,6 +30,9 @@ def role_problems(role: Path) -> list[str]:
         f"{role.name}: {k} is required but has a default" for k in sorted(set(options) & set(defaults))
         if options[k].get("required")
     ]
+    # Other entry points (preflight, deploy) validate the same variables as main: one list, not a copy.
+    problems += [f"{role.name}: entry point {name} has other options than main" for name, spec in specs.items()
+                 if name != "main" and (spec.get("options") or {}) != options]
     return problems
 
 

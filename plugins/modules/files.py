@@ -189,8 +189,9 @@ def validate(module, entry, tmp_path):
     # As ansible.builtin.copy and template run it: the command string, %s replaced, split like a shell line.
     rc, out, err = module.run_command(command % tmp_path)
     if rc != 0:
+        # stdout and stderr as ansible.builtin.copy returns them (ansible_failed_result.stderr in a rescue).
         module.fail_json(msg="%s failed validation (%s), left as it was: %s" % (
-            entry["dest"], command, (err or out).strip()), rc=rc)
+            entry["dest"], command, (err or out).strip()), rc=rc, stdout=out, stderr=err)
 
 
 def write_file(module, entry, content):
@@ -235,10 +236,15 @@ def ensure_file(module, entry, diffs):
         if not module.check_mode:
             write_file(module, entry, content)
         return True
+    return ensure_attributes(module, entry, dest, diffs)
+
+
+def ensure_attributes(module, entry, path, diffs):
+    """Owner, group and mode of an existing path; an owner that does not exist yet is a change (check mode)."""
     if module.check_mode and not owner_known(entry):
         return True
-    attr_diff = {"before_header": dest, "after_header": dest, "before": {}, "after": {}}
-    changed = module.set_fs_attributes_if_different(file_args(dest, entry), False, attr_diff)
+    attr_diff = {"before_header": entry["dest"], "after_header": entry["dest"], "before": {}, "after": {}}
+    changed = module.set_fs_attributes_if_different(file_args(path, entry), False, attr_diff)
     if changed:
         diffs.append(attr_diff)
     return changed
@@ -255,15 +261,8 @@ def ensure_directory(module, entry, diffs):
             os.makedirs(dest)
             module.set_fs_attributes_if_different(file_args(dest, entry), True)
         return True
-    if module.check_mode and not owner_known(entry):
-        return True
     # A link to a directory (an application directory pointing at a release): the directory gets the attributes.
-    target = os.path.realpath(dest)
-    attr_diff = {"before_header": dest, "after_header": dest, "before": {}, "after": {}}
-    changed = module.set_fs_attributes_if_different(file_args(target, entry), False, attr_diff)
-    if changed:
-        diffs.append(attr_diff)
-    return changed
+    return ensure_attributes(module, entry, os.path.realpath(dest), diffs)
 
 
 def ensure_absent(module, entry, diffs):

@@ -138,6 +138,16 @@ def test_bad_config_never_replaces_a_good_one(host, hv):
     assert host.run("ls -d /tmp/vpsstack-redis-check.*").rc != 0
 
 
+def test_aof_is_never_switched_on_in_a_dir_redis_does_not_run_from(host, hv):
+    """side_effect.yml: AOF off at runtime, then the role with redis_dir elsewhere: refused before any change."""
+    rec = record(host, "aof-dir")
+    assert rec["outcome"].startswith("Refuse to switch AOF on in another dir than the one Redis restarts with"), rec
+    assert "keeps its data in /var/lib/redis, but redis_dir is /var/lib/redis-elsewhere" in rec["outcome"], rec
+    assert rec["appendonly_after_refusal"] == "no", rec
+    assert rec["checksum_before"] == rec["checksum_after"]
+    assert config_get(host, hv, "appendonly") == "yes"
+
+
 def test_config_files_are_private(host):
     for path in ("/etc/redis/redis.conf", "/etc/redis/redis.d/restart.conf",
                  "/etc/redis/redis.d/runtime.conf", "/etc/redis/redis.d/users.conf"):

@@ -156,6 +156,35 @@ def test_a_producer_with_the_projects_own_settings_and_the_producer_file_reaches
     assert host.check_output(PRODUCER).strip() == "42"
 
 
+def run_playbook(name, *extra):
+    """A playbook of this scenario against its inventory, as the molecule steps run them."""
+    env = dict(os.environ)
+    if os.path.exists(os.path.join(EPHEMERAL, "ansible.cfg")):
+        env["ANSIBLE_CONFIG"] = os.path.join(EPHEMERAL, "ansible.cfg")
+    return subprocess.run(
+        ["ansible-playbook", "-i", os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]),
+         os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], name), *extra],
+        env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_producers_that_publish_elsewhere_fail_the_play_under_worker_strict_and_warn_without(host):
+    """The project's celeryconfig.py sends to 127.0.0.1:6390/9: without the producer file, worker_strict fails the
+    deploy naming both URLs (the password masked) and how to fix it; worker_strict=false warns. Nothing restarts."""
+    saved = state(host)
+    programs = "supervisorctl pid " + " ".join(saved["programs"])
+    before = host.check_output(programs)
+    failed = run_playbook("check_producers.yml", "-e", "worker_producers_use_env_file=false", "-e", "worker_strict=true")
+    assert failed.returncode != 0, failed.stdout[-3000:]
+    assert "the project's own settings send tasks elsewhere than these workers consume" in failed.stdout
+    assert "redis://127.0.0.1:6390/9" in failed.stdout and ":***@" in failed.stdout, failed.stdout[-3000:]
+    assert "/etc/celery/producer.env" in failed.stdout
+    assert "celery pw" not in failed.stdout and "celery%20pw" not in failed.stdout
+    warned = run_playbook("check_producers.yml", "-e", "worker_producers_use_env_file=false", "-e", "worker_strict=false")
+    assert warned.returncode == 0, warned.stdout[-3000:]
+    assert "(worker_strict=false: warned only)" in warned.stdout, warned.stdout[-3000:]
+    assert host.check_output(programs) == before
+
+
 def test_task_round_trip(host):
     assert client(host, "add", 2, 3) == 5
 
@@ -260,18 +289,12 @@ def test_redis_restart_through_the_role_loses_nothing(host):
     """A restart-only change (redis_extra_config) through the redis role's own handler under load: the worker
     programs are warm-stopped first, so nothing is lost, nothing runs twice, no worker crashes."""
     run_id = host.check_output(REDIS_CLI + " INFO server | grep run_id")
-    playbook = os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "restart_redis.yml")
-    env = dict(os.environ)
-    if os.path.exists(os.path.join(EPHEMERAL, "ansible.cfg")):
-        env["ANSIBLE_CONFIG"] = os.path.join(EPHEMERAL, "ansible.cfg")
     keepalive = str(int(host.check_output(REDIS_CLI + " CONFIG GET tcp-keepalive").split()[-1]) + 1)
     played = {}
 
     def restart():
-        played["run"] = subprocess.run(
-            ["ansible-playbook", "-i", os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]), playbook,
-             "-e", json.dumps({"redis_extra_config": {"tcp-keepalive": keepalive}})],
-            env=env, capture_output=True, text=True, timeout=900, check=False)
+        played["run"] = run_playbook("restart_redis.yml",
+                                     "-e", json.dumps({"redis_extra_config": {"tcp-keepalive": keepalive}}))
 
     counts, logs = restart_under_load(host, "role-restart", restart)
     run = played["run"]

@@ -85,8 +85,10 @@ def test_secret_content_is_never_shown(tmp_path, capsys):
 def test_failed_validation_keeps_the_old_file(tmp_path, capsys):
     dest = str(tmp_path / "f")
     open(dest, "w").write("good\n")
-    result = run(capsys, [{"dest": dest, "content": "bad\n", "mode": "0644", "validate": "grep -q good %s"}])
+    result = run(capsys, [{"dest": dest, "content": "bad\n", "mode": "0644",
+                           "validate": "sh -c 'grep -q good %s || { echo no good >&2; exit 1; }'"}])
     assert result["rc_exit"] == 1 and dest in result["msg"] and "failed validation" in result["msg"]
+    assert result["stderr"] == "no good\n" and result["rc"] == 1
     assert open(dest).read() == "good\n"
     assert os.listdir(tmp_path) == ["f"]  # no temporary file left behind
 
