@@ -28,6 +28,12 @@ SWAP_EQUAL_UP_TO_MB = 2048
 SWAP_MAX_MB = 4096
 # A prefork child that reaches this many times its expected RSS is recycled even when RAM is left.
 CHILD_LIMIT_FACTOR = 2
+# One small task result in Redis (celery-task-meta-<id>, a JSON body of ~170 bytes, with its TTL): INFO memory's
+# used_memory grew by 529 bytes per result over 2000 results of an int-returning task (Redis 7.0.15 jemalloc,
+# celery 5.7.0; MEMORY USAGE says 296 bytes per key, the rest is the keyspace and expires tables). docs/sizing.md.
+RESULT_BYTES = 530
+# Below this sustained rate results alone fill maxmemory within their expiry: the plan warns.
+RESULTS_WARN_TASKS_PER_S = 10
 MAX_RAM_SEARCH_MB = 1 << 22  # 4 TiB, the upper bound when looking for "what would fit"
 
 DEFAULT_COSTS = {
@@ -450,6 +456,13 @@ def _plan(ram, slots, o, groups):
             "autoscale": "%d,%d" % g.autoscale if g.autoscale else None,
         })
 
+    results = _results_in_redis(maxmem_bytes, o["results_expires_s"]) if o["redis_local"] else None
+    if results and results["fill_tasks_per_s"] < RESULTS_WARN_TASKS_PER_S:
+        warnings.append(
+            "results go to this Redis (worker_result_backend=broker) and stay %d s at about %d bytes each: above "
+            "%s tasks/s sustained they fill maxmemory (%d MB), and Redis evicts results (volatile-lru) before "
+            "anyone reads them; shorten worker_result_expires, or keep results elsewhere"
+            % (results["expires_s"], RESULT_BYTES, results["fill_tasks_per_s"], maxmem_bytes // MIB))
     if o["redis_local"] and maxmem_bytes < 64 * MIB:
         warnings.append("Redis maxmemory is only %d MB: enough for a queue of small messages, not for results"
                         % (maxmem_bytes // MIB))
@@ -470,6 +483,7 @@ def _plan(ram, slots, o, groups):
             "share_mb": share,
             "maxmemory_bytes": maxmem_bytes,
             "fork_headroom_mb": headroom,
+            "results": results,
         },
         "supervisord_mb": sup_mb,
         "beat_mb": beat_mb,
@@ -480,6 +494,15 @@ def _plan(ram, slots, o, groups):
         "free_mb": ram - total,
         "warnings": warnings,
     }
+
+
+def _results_in_redis(maxmem_bytes, expires_s):
+    """What task results kept `expires_s` seconds in this Redis cost: the sustained task rate (tasks/s) at which
+    they alone fill maxmemory. None when no results go there (expires_s 0)."""
+    if not expires_s or not maxmem_bytes:
+        return None
+    return {"expires_s": expires_s, "bytes_each": RESULT_BYTES,
+            "fill_tasks_per_s": round(maxmem_bytes / (RESULT_BYTES * expires_s), 2)}
 
 
 def _minimum_ram(ram, slots, o, groups):
@@ -505,7 +528,8 @@ def _minimum_ram(ram, slots, o, groups):
 
 def memory_plan(resources, worker_groups=None, redis_local=False, redis_share_pct="auto",
                 redis_maxmemory_pct=70, redis_persistence=True, beat=False, flower=False, costs=None,
-                os_reserve_mb="auto", swap_mb="auto", strict=True, redis_maxmemory_bytes="auto"):
+                os_reserve_mb="auto", swap_mb="auto", strict=True, redis_maxmemory_bytes="auto",
+                results_expires_s=0):
     """One memory plan per host: OS reserve, Redis share/maxmemory, worker concurrency, swap."""
     ram, vcpus, slots = _resources(resources)
     merged = _costs(costs)
@@ -521,6 +545,8 @@ def memory_plan(resources, worker_groups=None, redis_local=False, redis_share_pc
         "swap_mb": _auto_or_int(swap_mb, "swap_mb", 0),
         "strict": _boolean(strict, "strict"),
         "redis_maxmemory_bytes": redis_bytes(redis_maxmemory_bytes, "redis_maxmemory_bytes (redis_maxmemory)"),
+        "results_expires_s": _number(results_expires_s, "results_expires_s (worker_result_expires)", 0,
+                                     integer=True),
     }
     if worker_groups is None:
         worker_groups = []
@@ -603,6 +629,9 @@ def plan_table(plan, resources=None):
         lines.append("%-18s %6d MB  maxmemory %d bytes (%d MB), fork headroom %d MB"
                      % ("redis", redis["share_mb"], redis["maxmemory_bytes"], redis["maxmemory_bytes"] // MIB,
                         redis["fork_headroom_mb"]))
+        if redis.get("results"):
+            lines.append("%-18s %6s    kept %d s: maxmemory full at %s tasks/s sustained"
+                         % ("task results", "", redis["results"]["expires_s"], redis["results"]["fill_tasks_per_s"]))
     else:
         lines.append("%-18s %6s" % ("redis", "-  (not on this host)"))
     for key, label in (("supervisord_mb", "supervisord"), ("beat_mb", "celery beat"), ("flower_mb", "flower")):

@@ -396,24 +396,33 @@ def test_broker_host_must_be_a_redis_bind_address(broker_outcome, case):
         assert len(failures) == 1 and all(word in failures[0] for word in named), failures
 
 
-# ------------------------------------------------------------------ the plan counts RDB-only persistence
-def test_rdb_snapshots_alone_count_as_persistence(tmp_path):
-    """redis_appendonly false with save points still forks (BGSAVE): the plan keeps the fork headroom."""
-    inventory = {"all": {"hosts": {
-        "rdb-only": local_host(plan_redis_local=True, redis_appendonly="false", redis_save=["3600 1"]),
-        "no-persistence": local_host(plan_redis_local=True, redis_appendonly="false", redis_save=[]),
-    }}}
+# ------------------------------------------------------------------ the plan reads the other roles' variables
+def test_plan_counts_rdb_only_persistence_and_the_workers_results(tmp_path):
+    """redis_appendonly false with save points still forks (BGSAVE): the plan keeps the fork headroom. Results that
+    workers elsewhere in the inventory keep in the broker's Redis (INI strings) are counted on the Redis host."""
+    inventory = {"all": {"children": {
+        "redis": {"hosts": {
+            "rdb-only": local_host(plan_redis_local=True, redis_appendonly="false", redis_save=["3600 1"]),
+            "no-persistence": local_host(plan_redis_local=True, redis_appendonly="false", redis_save=[])}},
+        "workers": {"hosts": {
+            "results-worker": local_host(plan_redis_local=False, worker_result_backend="broker",
+                                         worker_result_expires="3600"),
+            "other-worker": local_host(plan_redis_local=False, worker_result_backend="")}}}}}
     workdir = tmp_path / "plan"
     workdir.mkdir()
     (workdir / "show.yml").write_text(
         "- hosts: all\n  gather_facts: true\n  roles: [vpsstack.celery.plan]\n  tasks:\n"
-        "    - ansible.builtin.debug:\n        msg: \"headroom={{ vpsstack_plan.redis.fork_headroom_mb }}\"\n")
+        "    - ansible.builtin.debug:\n        msg: \"headroom={{ vpsstack_plan.redis.fork_headroom_mb }}"
+        " results={{ (vpsstack_plan.redis.results or {}).expires_s | default(0) }}\"\n")
     (workdir / "inventory.json").write_text(json.dumps(inventory))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".build", "collections"),
                ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_NOCOLOR="1")
     proc = subprocess.run(["ansible-playbook", "--check", "-i", str(workdir / "inventory.json"),
                            str(workdir / "show.yml")], capture_output=True, text=True, env=env, check=False)
     tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
-    shown = {host: result["msg"] for host, result in tasks[-1]["hosts"].items()}
-    assert shown["no-persistence"] == "headroom=0"
-    assert shown["rdb-only"] != "headroom=0" and shown["rdb-only"].startswith("headroom=")
+    shown = dict(sorted((host, result["msg"]) for host, result in tasks[-1]["hosts"].items()))
+    assert shown["no-persistence"] == "headroom=0 results=3600", shown
+    assert shown["rdb-only"].startswith("headroom=") and not shown["rdb-only"].startswith("headroom=0 "), shown
+    assert shown["rdb-only"].endswith(" results=3600"), shown
+    # No Redis on a worker host: nothing to count there.
+    assert shown["results-worker"].endswith(" results=0"), shown

@@ -2,6 +2,8 @@
 import json
 
 ADMIN_PASSWORD = "stack-admin-pw"  # molecule.yml: vault_redis_password (a fixture)
+# The project's global_keyprefix (tests/apps/django_project settings): kombu puts it before every key it writes.
+KEYPREFIX = "yourproject:"
 # The broker host has no app code: tasks go by name through Flower's venv and Flower's settings module (root
 # may read it), as any producer without the project's code would send them.
 SEND = """cd /tmp && PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/etc/flower CELERY_CONFIG_MODULE=vpsstack_flower_settings \\

@@ -14,7 +14,7 @@ import testinfra
 sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from live import wait_for  # noqa: E402
-from stack import get, redis_cli, send_tasks  # noqa: E402
+from stack import KEYPREFIX, get, redis_cli, send_tasks  # noqa: E402
 
 BROKER, WORKER1, WORKER2, OUTSIDER = (testinfra.get_host(f"podman://{h}")
                                       for h in ("broker", "worker1", "worker2", "outsider"))
@@ -139,7 +139,7 @@ def test_the_web_app_with_its_own_settings_and_the_producer_file_reaches_the_wor
 
 
 def unacked_tag_present(tag):
-    return tag in redis_cli(BROKER, "HKEYS", "unacked")
+    return tag in redis_cli(BROKER, "HKEYS", KEYPREFIX + "unacked")
 
 
 # A consumer the way Flower's event receiver runs one (drain_events in a loop), on kombu's default options:
@@ -147,8 +147,10 @@ def unacked_tag_present(tag):
 DEFAULT_CONSUMER = """cd /tmp && timeout 60 /opt/flower/venv/bin/python - <<'PY'
 import runpy, socket, time
 from kombu import Connection, Queue
-url = runpy.run_path("/etc/flower/vpsstack_flower_settings.py")["broker_url"]
-with Connection(url) as conn, conn.Consumer(Queue("vpsstack-probe", auto_delete=True), callbacks=[]):
+settings = runpy.run_path("/etc/flower/vpsstack_flower_settings.py")
+# The project's key names (Flower's settings carry them), kombu's default visibility timeout.
+options = {k: v for k, v in settings["broker_transport_options"].items() if k != "visibility_timeout"}
+with Connection(settings["broker_url"], transport_options=options) as conn, conn.Consumer(Queue("vpsstack-probe", auto_delete=True), callbacks=[]):
     end = time.monotonic() + {seconds}
     while time.monotonic() < end:
         try:
@@ -164,8 +166,8 @@ def test_flower_and_the_wrapper_do_not_requeue_what_the_workers_hold():
     a consumer on kombu's default 3600 s re-queues it, which shows the test can fail."""
     tag = f"vpsstack-aged-{time.time():.0f}"
     message = {"body": "", "headers": {}, "properties": {"delivery_tag": tag, "delivery_info": {}}}
-    redis_cli(BROKER, "HSET", "unacked", tag, json.dumps([message, "celery", "vpsstack-nowhere"]))
-    redis_cli(BROKER, "ZADD", "unacked_index", f"{time.time() - 3700:.0f}", tag)
+    redis_cli(BROKER, "HSET", KEYPREFIX + "unacked", tag, json.dumps([message, "celery", "vpsstack-nowhere"]))
+    redis_cli(BROKER, "ZADD", KEYPREFIX + "unacked_index", f"{time.time() - 3700:.0f}", tag)
     try:
         for _attempt in range(3):
             assert get(BROKER, "/api/workers?refresh=1", "ops", "stack flower pw")[0] == 200
@@ -176,8 +178,24 @@ def test_flower_and_the_wrapper_do_not_requeue_what_the_workers_hold():
         assert not unacked_tag_present(tag), \
             "a consumer with kombu's default visibility timeout did not re-queue it: the test proves nothing"
     finally:
-        redis_cli(BROKER, "HDEL", "unacked", tag)
-        redis_cli(BROKER, "ZREM", "unacked_index", tag)
+        redis_cli(BROKER, "HDEL", KEYPREFIX + "unacked", tag)
+        redis_cli(BROKER, "ZREM", KEYPREFIX + "unacked_index", tag)
+
+
+WATCHDOG_PING = """python3 -I -B - <<'PY'
+import importlib.util, json
+spec = importlib.util.spec_from_file_location("watchdog", "/usr/local/lib/vpsstack-watchdog.py")
+watchdog = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(watchdog)
+# What the timer's run loads: the enforced settings and the project's key names (the service's arguments).
+settings = watchdog.load_settings("/etc/celery", "vpsstack_celery_settings", "/etc/celery/vpsstack_broker_keys.json")
+print(json.dumps(sorted(watchdog.ping(settings, ["default@worker2"], 5, "worker2"))))
+PY"""
+
+
+def test_the_watchdog_pings_the_nodes_under_the_projects_key_prefix():
+    """The nodes listen on "yourproject:"-prefixed channels: the watchdog's ping must go there to be answered."""
+    assert json.loads(WORKER2.check_output(WATCHDOG_PING)) == ["default@worker2"]
 
 
 def test_the_readme_plan_command_runs_on_this_inventory():

@@ -10,7 +10,7 @@ import pytest
 import testinfra
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stack import redis_cli, send_tasks  # noqa: E402
+from stack import KEYPREFIX, redis_cli, send_tasks  # noqa: E402
 
 BROKER, WORKER1, WORKER2 = (testinfra.get_host("podman://" + name) for name in ("broker", "worker1", "worker2"))
 PROJECT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
@@ -76,17 +76,17 @@ def broken_stack():
     for host in (WORKER1, WORKER2):
         host.check_output("supervisorctl stop celery-default")
     send_tasks(BROKER, "yourproject.tasks.where", ("audit-filled-queue", 0), 10)
-    redis_cli(BROKER, "RPUSH", "celeryev.deadbeef", "an event nobody reads")
-    redis_cli(BROKER, "HSET", "unacked", tag, json.dumps(["{}", "celery", "vpsstack-nowhere"]))
-    redis_cli(BROKER, "ZADD", "unacked_index", f"{time.time() - 3700:.0f}", tag)
+    redis_cli(BROKER, "RPUSH", KEYPREFIX + "celeryev.deadbeef", "an event nobody reads")
+    redis_cli(BROKER, "HSET", KEYPREFIX + "unacked", tag, json.dumps(["{}", "celery", "vpsstack-nowhere"]))
+    redis_cli(BROKER, "ZADD", KEYPREFIX + "unacked_index", f"{time.time() - 3700:.0f}", tag)
     WORKER2.check_output("vpsstack-celery beat --detach --schedule /tmp/beat2 --pidfile /tmp/beat2.pid"
                          " --logfile /tmp/beat2.log")
     yield
     WORKER2.run("kill $(cat /tmp/beat2.pid)")
     redis_cli(BROKER, "CONFIG", "SET", "maxmemory", maxmemory)
-    redis_cli(BROKER, "DEL", "celeryev.deadbeef")
-    redis_cli(BROKER, "HDEL", "unacked", tag)
-    redis_cli(BROKER, "ZREM", "unacked_index", tag)
+    redis_cli(BROKER, "DEL", KEYPREFIX + "celeryev.deadbeef")
+    redis_cli(BROKER, "HDEL", KEYPREFIX + "unacked", tag)
+    redis_cli(BROKER, "ZREM", KEYPREFIX + "unacked_index", tag)
     for host in (WORKER1, WORKER2):
         host.check_output("supervisorctl start celery-default")
 
@@ -116,7 +116,7 @@ def test_audit_is_ok_again_once_repaired():
 def wait_for_drain(timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if redis_cli(BROKER, "LLEN", "celery") == ["0"]:
+        if redis_cli(BROKER, "LLEN", KEYPREFIX + "celery") == ["0"]:
             return True
         time.sleep(2)
     return False

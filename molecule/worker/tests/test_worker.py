@@ -285,21 +285,42 @@ def restart_under_load(host, name, restart):
 REDIS_CLI = "REDISCLI_AUTH=molecule-admin-pw redis-cli -h 127.0.0.1"
 
 
+# Ahead of /usr/bin on root's PATH: stops celery-io for real, then reports an error as supervisorctl does for a
+# stop that went wrong (exit 1, "ERROR" in its output).
+STOP_ERROR_SHIM = """cat > /usr/local/bin/supervisorctl <<'SH'
+#!/bin/sh
+/usr/bin/supervisorctl "$@"
+rc=$?
+if [ "$1" = stop ] && [ "$2" = celery-io ]; then echo "celery-io: ERROR (test: a stop that reports an error)"; exit 1; fi
+exit $rc
+SH
+chmod 0755 /usr/local/bin/supervisorctl"""
+
+
 def test_redis_restart_through_the_role_loses_nothing(host):
     """A restart-only change (redis_extra_config) through the redis role's own handler under load: the worker
-    programs are warm-stopped first, so nothing is lost, nothing runs twice, no worker crashes."""
+    programs are warm-stopped first, so nothing is lost, nothing runs twice, no worker crashes. One stop reports an
+    error: every program stopped is started again all the same, and the play fails naming the host."""
     run_id = host.check_output(REDIS_CLI + " INFO server | grep run_id")
     keepalive = str(int(host.check_output(REDIS_CLI + " CONFIG GET tcp-keepalive").split()[-1]) + 1)
     played = {}
 
     def restart():
-        played["run"] = run_playbook("restart_redis.yml",
-                                     "-e", json.dumps({"redis_extra_config": {"tcp-keepalive": keepalive}}))
+        host.check_output(STOP_ERROR_SHIM)
+        try:
+            played["run"] = run_playbook("restart_redis.yml",
+                                         "-e", json.dumps({"redis_extra_config": {"tcp-keepalive": keepalive}}))
+        finally:
+            host.check_output("rm -f /usr/local/bin/supervisorctl")
 
     counts, logs = restart_under_load(host, "role-restart", restart)
     run = played["run"]
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert run.returncode != 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "Stopping worker programs before the Redis restart reported errors" in run.stdout, run.stdout[-3000:]
     assert "Warm-stop the worker programs" in run.stdout and "Start the worker programs again" in run.stdout
+    # Both started again, the one whose stop reported the error too.
+    status = host.check_output("/usr/bin/supervisorctl status celery-default celery-io")
+    assert status.count("RUNNING") == 2, status
     assert host.check_output(REDIS_CLI + " INFO server | grep run_id") != run_id, "Redis did not restart"
     assert host.check_output(REDIS_CLI + " CONFIG GET tcp-keepalive").split()[-1] == keepalive
     assert counts["prefork"]["sent"] > 0 and counts["prefork"]["lost"] == 0, counts

@@ -114,11 +114,13 @@ def audit_redis(spec):
            if k in ("rdb_last_bgsave_status", "aof_last_bgrewrite_status", "aof_last_write_status") and v != "ok"}
     report("FAIL" if bad else "OK", "redis persistence", json.dumps(bad) if bad else "last save/rewrite/write ok")
 
+    # kombu puts the project's global_keyprefix before every key it writes (queues, unacked_index, event lists).
+    prefix = spec.get("keyprefix") or ""
     for queue in spec["queues"]:
-        length = redis.call("LLEN", queue)
+        length = redis.call("LLEN", prefix + queue)
         report(level(length, spec["queue_warn_length"], spec["queue_fail_length"]), "queue %s" % queue,
                "%d waiting" % length)
-    oldest = redis.call("ZRANGE", "unacked_index", 0, 0, "WITHSCORES")
+    oldest = redis.call("ZRANGE", prefix + "unacked_index", 0, 0, "WITHSCORES")
     timeout = spec["visibility_timeout"]
     if oldest:
         age = int(time.time() - float(oldest[1]))
@@ -130,11 +132,17 @@ def audit_redis(spec):
     audit_orphans(redis, spec, used)
 
 
+def glob_escape(text):
+    """`text` matched literally in a SCAN MATCH pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
 def audit_orphans(redis, spec, used):
     # Celery's events reach Flower by PUBLISH on Redis: a celeryev.* list is a queue nobody consumes.
     # Pidbox replies nobody reads (a client gone before the answers came) stay as *.reply.celery.pidbox lists.
     for name, pattern in (("orphan event lists", "celeryev.*"), ("orphan pidbox replies", "*.reply.celery.pidbox")):
-        keys = [k for k in redis.scan(pattern) if redis.call("TYPE", k) == "list"]
+        keys = [k for k in redis.scan(glob_escape(spec.get("keyprefix") or "") + pattern)
+                if redis.call("TYPE", k) == "list"]
         size = sum(redis.call("MEMORY", "USAGE", k) or 0 for k in keys)
         pct = 100 * size / used if used else 0
         allowed = 0 if name == "orphan event lists" else spec["orphan_warn_keys"]

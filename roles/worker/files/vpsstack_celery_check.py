@@ -5,6 +5,8 @@ not go on without.
 - "broker" / "backend": "ok" or why a PING to Redis with the app's own URLs failed, as this user on this host;
 - "pickle": the serializer settings that would make workers accept or send pickle (refused by the role);
 - "visibility_timeout": the workers' effective one (the project's, when it asked for more than the role);
+- "key_options": the project's broker_transport_options that rename kombu's Redis keys and channels
+  (global_keyprefix, ...): every other client of the broker (Flower, the audit, the watchdog) must use them too;
 - "producer": the project's app loaded as its producers load it (no host settings; with the producer file's
   variables when they source it): its broker and backend (password masked) and what differs from the workers'.
 Usage: python vpsstack_celery_check.py SETTINGS_MODULE APP true|false (producers source the producer file). Run by
@@ -20,6 +22,8 @@ import sys
 from vpsstack_settings_merge import endpoint_differences, mask, mismatched
 
 SERIALIZER_SETTINGS = ("task_serializer", "result_serializer", "accept_content", "result_accept_content")
+# kombu 5.7 transport/redis.py: Channel.from_transport_options that change key or channel names.
+KEY_OPTIONS = ("global_keyprefix", "sep", "fanout_prefix", "fanout_patterns", "priority_steps")
 
 
 def ping(connect):
@@ -116,6 +120,8 @@ def main(settings_module, app_name, producers_use_env_file="false"):
         "backend": ping(backend),
         "pickle": pickle_settings(conf),
         "visibility_timeout": workers["visibility_timeout"],
+        "key_options": {name: value for name, value in (conf.get("broker_transport_options") or {}).items()
+                        if name in KEY_OPTIONS},
         "producer": {"broker": mask(producers.get("broker")), "backend": mask(producers.get("backend")),
                      "error": producers.get("error", ""), "unset": unset,
                      "differ": "; ".join("%s %s" % (name, ", ".join(what)) for name, what in differences.items()),

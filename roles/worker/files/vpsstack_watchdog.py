@@ -39,8 +39,9 @@ import xmlrpc.client
 
 # sd-daemon(3) priority prefixes, read by journald from a service's stdout.
 ERR, WARNING, NOTICE = 3, 4, 5
-# broker_transport_options that change the key and channel names of kombu's Redis transport: not spoken here.
-RENAMING_OPTIONS = ("global_keyprefix", "fanout_prefix", "fanout_patterns", "sep", "priority_steps")
+# broker_transport_options that change the pidbox channel's name when not kombu's default (True): not spoken here.
+# global_keyprefix is (every key and channel starts with it); sep and priority_steps only name priority queues.
+RENAMING_OPTIONS = ("fanout_prefix", "fanout_patterns")
 SUPERVISORD_CONF = "/etc/supervisor/supervisord.conf"
 
 
@@ -115,16 +116,20 @@ def reply_nodes(raw, ticket):
 
 
 def wire_names(settings, hostname):
-    """(channel the nodes listen on, pidbox exchange, this host's reply list); PingFailed for settings not spoken
-    here."""
+    """(channel the nodes listen on, pidbox exchange, this host's reply list as the ping names it, the Redis key of
+    that list); PingFailed for settings not spoken here. kombu's Redis client puts global_keyprefix before the
+    channel of a PUBLISH and the key of an LPUSH (kombu 5.7 transport/redis.py, PrefixedStrictRedis)."""
     url = urllib.parse.urlsplit(settings["broker_url"])
     if url.scheme != "redis" or ";" in settings["broker_url"]:
         raise PingFailed("only a single redis:// broker URL is supported, got %s://" % url.scheme)
-    renaming = sorted(set(settings.get("broker_transport_options") or {}) & set(RENAMING_OPTIONS))
+    options = settings.get("broker_transport_options") or {}
+    renaming = sorted(name for name in RENAMING_OPTIONS if options.get(name, True) is not True)
     if renaming:
         raise PingFailed("broker_transport_options %s rename the broker's keys: not supported" % ", ".join(renaming))
+    prefix = options.get("global_keyprefix") or ""
     exchange = "%s.pidbox" % settings.get("control_exchange", "celery")
-    return "/%d.%s" % (database(url), exchange), exchange, "vpsstack-watchdog.%s.reply" % hostname
+    reply = "vpsstack-watchdog.%s.reply" % hostname
+    return "%s/%d.%s" % (prefix, database(url), exchange), exchange, reply, prefix + reply
 
 
 def database(url):
@@ -182,7 +187,7 @@ def ping(settings, nodes, timeout, hostname):
     options = settings.get("broker_transport_options") or {}
     ticket, answered = str(uuid.uuid4()), set()
     try:
-        channel, exchange, key = wire_names(settings, hostname)
+        channel, exchange, reply, key = wire_names(settings, hostname)
         redis = Redis(settings["broker_url"], float(options.get("socket_connect_timeout") or 5), timeout + 10)
         try:
             # A late answer to an earlier run (a node that was slow) is dropped here, and at the end of this run.
@@ -190,7 +195,7 @@ def ping(settings, nodes, timeout, hostname):
             # Redis counts the clients subscribed to the channel, on every host, frozen ones included. None: the
             # nodes listen elsewhere (e.g. a control_exchange the project sets itself), or no worker anywhere is
             # connected: either way silence here would prove nothing about the programs of this host.
-            if not redis.call("PUBLISH", channel, ping_message(nodes, ticket, key, exchange, timeout)):
+            if not redis.call("PUBLISH", channel, ping_message(nodes, ticket, reply, exchange, timeout)):
                 raise PingFailed("no worker listens on %s (a control_exchange set outside worker_extra_settings, or "
                                  "none connected to the broker)" % channel)
             deadline = time.monotonic() + timeout
@@ -287,9 +292,16 @@ def restart(program, pid, missed, node):
     return ok
 
 
-def load_settings(config_dir, module):
+def load_settings(config_dir, module, key_options_file=None):
+    """The settings the programs enforce, with the project's key options (JSON file the worker role writes from its
+    settings check) merged under them, as vpsstack_settings_merge.py merges them for the programs."""
     sys.path.insert(0, config_dir)
-    return importlib.import_module(module).ENFORCED
+    settings = dict(importlib.import_module(module).ENFORCED)
+    if key_options_file:
+        with open(key_options_file, encoding="utf-8") as handle:
+            project = json.load(handle)
+        settings["broker_transport_options"] = dict(project, **(settings.get("broker_transport_options") or {}))
+    return settings
 
 
 def main(argv=None):
@@ -299,6 +311,7 @@ def main(argv=None):
     parser.add_argument("--failures", type=int, required=True, help="misses in a row that restart a program")
     parser.add_argument("--timeout", type=float, required=True, help="seconds to wait for the answers")
     parser.add_argument("--state", required=True, help="file that carries the counts between runs")
+    parser.add_argument("--key-options", help="JSON file: the project's broker_transport_options that rename keys")
     parser.add_argument("groups", nargs="+", help="worker groups: program celery-GROUP, node GROUP@hostname")
     args = parser.parse_args(argv)
 
@@ -313,7 +326,7 @@ def main(argv=None):
     answered = set()
     if running:
         try:
-            answered = ping(load_settings(args.config_dir, args.settings), running, args.timeout, hostname)
+            answered = ping(load_settings(args.config_dir, args.settings, args.key_options), running, args.timeout, hostname)
         except PingFailed as exc:
             log(WARNING, "no ping possible, no program judged this run: %s" % exc)
             answered = None

@@ -3,8 +3,10 @@ implies, the Redis wire protocol, and a section that cannot be read becoming a F
 from __future__ import annotations
 
 import importlib.util
+import fnmatch
 import io
 import os
+import time
 
 import pytest
 from role_files import fake_versions, load_worker_file
@@ -152,3 +154,46 @@ def test_skipped_patches_are_one_warn_line(monkeypatch, tmp_path):
     log.write_text("[2026-12-01 10:00:00,000: INFO/MainProcess] celery@worker1 ready.\n")
     audit.audit_log_errors({"log_dir": str(tmp_path)})
     assert ["OK", "runtime patches skipped", "none"] in audit.LINES
+
+
+class PrefixedBroker(audit.Redis):
+    """A broker whose kombu keys all start with a project's global_keyprefix (what the workers write)."""
+
+    KEYS = {"app1:celery": ("list", 7), "app1:celeryev.dead": ("list", 1), "celery": ("list", 0)}
+
+    def __init__(self, _port, _password):  # no socket
+        self.asked = []
+
+    def call(self, *args):
+        self.asked.append(args)
+        command = args[0]
+        if command == "INFO":
+            return "used_memory:1000\r\nmaxmemory:100000\r\nrdb_last_bgsave_status:ok\r\n"
+        if command == "CONFIG":
+            return [args[2], ""]
+        if command == "LLEN":
+            return self.KEYS.get(args[1], ("list", 0))[1]
+        if command == "ZRANGE":
+            return [] if args[1] != "app1:unacked_index" else ["tag", str(time.time() - 60)]
+        if command == "SCAN":
+            pattern = args[3].replace("\\", "")
+            return ["0", [k for k in self.KEYS if fnmatch.fnmatchcase(k, pattern)]]
+        if command == "TYPE":
+            return self.KEYS[args[1]][0]
+        if command == "MEMORY":
+            return 100
+        return "OK"
+
+
+def test_a_project_global_keyprefix_is_read_before_every_kombu_key(monkeypatch):
+    monkeypatch.setattr(audit, "Redis", PrefixedBroker)
+    monkeypatch.setenv("REDISCLI_AUTH", "pw")
+    spec = {"port": 6379, "expect": {}, "drift_status": {}, "memory_warn_pct": 80, "memory_fail_pct": 95,
+            "queues": ["celery"], "queue_warn_length": 5, "queue_fail_length": 100, "visibility_timeout": 3600,
+            "unacked_warn_pct": 50, "orphan_warn_keys": 10, "orphan_fail_pct": 50, "keyprefix": "app1:"}
+    audit.audit_redis(spec)
+    lines = {check: (status, detail) for status, check, detail in audit.LINES}
+    assert lines["queue celery"] == ("WARN", "7 waiting")
+    assert lines["oldest unacked"][1].startswith("60 s old")
+    assert lines["orphan event lists"][0] == "WARN" and lines["orphan event lists"][1].startswith("1 keys")
+    assert audit.glob_escape("a*b[c]?") == "a\\*b\\[c\\]\\?"

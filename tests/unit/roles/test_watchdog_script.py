@@ -132,15 +132,32 @@ def test_a_reply_that_cannot_be_read_is_an_error_not_a_silence(change):
     ({"broker_url": "redis://localhost"}, ("/0.celery.pidbox", "celery.pidbox", "wd.h.reply")),
 ])
 def test_wire_names_follow_the_database_and_control_exchange(settings, names):
-    channel, exchange, key = watchdog.wire_names(settings, "h")
-    assert (channel, exchange, key.replace("vpsstack-watchdog.", "wd.")) == names
+    channel, exchange, reply, key = watchdog.wire_names(settings, "h")
+    assert (channel, exchange, reply.replace("vpsstack-watchdog.", "wd.")) == names and key == reply
+
+
+def test_a_global_keyprefix_starts_the_channel_and_the_reply_key_not_the_reply_name():
+    # What kombu's prefixing client does to PUBLISH and LPUSH; the ping names the reply list unprefixed.
+    settings = {"broker_url": "redis://a/2", "broker_transport_options": {"global_keyprefix": "app1:", "sep": ":",
+                                                                          "fanout_prefix": True}}
+    assert watchdog.wire_names(settings, "h") == (
+        "app1:/2.celery.pidbox", "celery.pidbox", "vpsstack-watchdog.h.reply", "app1:vpsstack-watchdog.h.reply")
+
+
+def test_the_projects_key_options_are_merged_under_the_enforced_settings(tmp_path):
+    (tmp_path / "wd_settings.py").write_text(
+        "ENFORCED = {'broker_url': 'redis://a/0', 'broker_transport_options': {'visibility_timeout': 70}}\n")
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"global_keyprefix": "app1:", "visibility_timeout": 5}))
+    settings = watchdog.load_settings(str(tmp_path), "wd_settings", str(keys))
+    assert settings["broker_transport_options"] == {"global_keyprefix": "app1:", "visibility_timeout": 70}
 
 
 @pytest.mark.parametrize("settings", [
     {"broker_url": "rediss://celery:pw@redis.example.net:6380/0"},
     {"broker_url": "redis://a:6379/0;redis://b:6379/0"},
-    {"broker_url": "redis://a/0", "broker_transport_options": {"global_keyprefix": "app1:"}},
     {"broker_url": "redis://a/0", "broker_transport_options": {"fanout_prefix": False}},
+    {"broker_url": "redis://a/0", "broker_transport_options": {"fanout_patterns": False}},
 ])
 def test_settings_it_cannot_speak_mean_no_ping_rather_than_silent_nodes(settings):
     with pytest.raises(watchdog.PingFailed):
@@ -198,6 +215,18 @@ def test_ping_stops_at_the_timeout_with_the_silent_node_missing(monkeypatch):
     monkeypatch.setattr(watchdog, "Redis", fake)
     assert watchdog.ping(SETTINGS, ["default@h", "io@h"], 5, "h") == {"io@h"}
     assert fake.calls[-2:] == ["DEL", "close"]
+
+
+def test_ping_under_a_global_keyprefix_publishes_and_pops_the_prefixed_names(monkeypatch):
+    fake = FakeRedis(1, [pong("default@h")])
+    seen = []
+    plain_call = fake.call
+    monkeypatch.setattr(fake, "call", lambda *args: seen.append(args[:2]) or plain_call(*args))
+    monkeypatch.setattr(watchdog, "Redis", fake)
+    settings = dict(SETTINGS, broker_transport_options={"global_keyprefix": "app1:"})
+    assert watchdog.ping(settings, ["default@h"], 5, "h") == {"default@h"}
+    assert ("PUBLISH", "app1:/0.celery.pidbox") in seen and ("BRPOP", "app1:vpsstack-watchdog.h.reply") in seen
+    assert fake.published["reply_to"]["routing_key"] == "vpsstack-watchdog.h.reply"
 
 
 def test_a_ping_nobody_listens_to_proves_nothing(monkeypatch):

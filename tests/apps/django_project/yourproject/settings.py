@@ -8,6 +8,9 @@ TIME_ZONE = "UTC"
 # broker (this URL points nowhere) and keep the project's own schedule.
 CELERY_BROKER_URL = "redis://localhost:6390/9"
 CELERY_TASK_ACKS_LATE = False
+# Kept (a project's key names): workers, producers, Flower, the audit and the watchdog all read and write
+# "yourproject:"-prefixed keys and channels on the shared broker.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": "yourproject:"}
 CELERY_BEAT_SCHEDULE = {
     "tick": {"task": "yourproject.tasks.tick", "schedule": 5.0},
 }

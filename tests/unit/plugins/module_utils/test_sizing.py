@@ -331,7 +331,24 @@ def test_plan_keys_contract():
     plan = memory_plan(res(1024), [group()], redis_local=True)
     assert {"ram_mb", "vcpus", "cpu_slots", "os_reserve_mb", "redis", "supervisord_mb", "beat_mb", "flower_mb",
             "worker_groups", "swap_mb", "total_mb", "free_mb", "warnings"} <= set(plan)
-    assert set(plan["redis"]) == {"local", "share_mb", "maxmemory_bytes", "fork_headroom_mb"}
+    assert set(plan["redis"]) == {"local", "share_mb", "maxmemory_bytes", "fork_headroom_mb", "results"}
+
+
+def test_results_in_the_broker_redis_are_accounted_for():
+    # A 1 GB host keeping results a day: maxmemory (about 72 MB) holds them up to about 1.6 tasks/s, and it warns.
+    day = memory_plan(res(1024), [group()], redis_local=True, results_expires_s=86400)
+    results = day["redis"]["results"]
+    assert results["fill_tasks_per_s"] == round(day["redis"]["maxmemory_bytes"] / (530 * 86400), 2)
+    assert 1 < results["fill_tasks_per_s"] < 2
+    assert any("worker_result_expires" in w and "%s tasks/s" % results["fill_tasks_per_s"] in w
+               for w in day["warnings"])
+    assert any(line.startswith("task results") for line in sizing.plan_table(day))
+    # An hour: 24 times the rate, above the warning threshold.
+    hour = memory_plan(res(1024), [group()], redis_local=True, results_expires_s="3600")
+    assert hour["redis"]["results"]["fill_tasks_per_s"] >= 10 and not hour["warnings"]
+    # None kept here, or no Redis here: nothing to account for.
+    assert memory_plan(res(1024), [group()], redis_local=True)["redis"]["results"] is None
+    assert memory_plan(res(1024), [group()], results_expires_s=86400)["redis"]["results"] is None
 
 
 def test_string_inputs_from_inventory_are_accepted():
@@ -387,6 +404,8 @@ def test_never_fits():
     ({"costs": {"prefork_child_mb": 0}}, "at least 1"),
     ({"os_reserve_mb": -1}, "os_reserve_mb"),
     ({"swap_mb": "1.5"}, "swap_mb.*whole number"),
+    ({"results_expires_s": -1}, "results_expires_s .worker_result_expires. must be at least 0"),
+    ({"results_expires_s": "a day"}, "results_expires_s.*'a day'"),
 ])
 def test_bad_input(kwargs, match):
     with pytest.raises(SizingError, match=match):
