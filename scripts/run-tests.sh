@@ -2,9 +2,9 @@
 # Everything CI runs, each step timed; ends with a table of the steps and a pytest-style summary line.
 # Usage: scripts/run-tests.sh [STEP...]
 #   steps: lint unit preflight sanity build molecule:<scenario> demo (default: all)
-# With no arguments the cheap static checks run first, side by side (a lint failure must not cost the molecule
-# run), then two lanes take the other steps from one queue, longest first by the times recorded in
-# tests/step-times.txt: the lane that ends a step takes the next, so the lanes end close together.
+# With no arguments the cheap static checks run first (a lint failure must not cost the molecule run), then two
+# lanes take the other steps from one queue, longest first by the times recorded in tests/step-times.txt: the
+# lane that ends a step takes the next, so the lanes end close together whatever the times were.
 # Named steps run one after another.
 set -uo pipefail
 t0=$(date +%s)
@@ -73,16 +73,11 @@ lane_worker() {
 if (($#)); then
   run_lane "$@"
 else
+  static=(lint unit)
   # demo is its own step (the README's command), not a molecule test.
   scenarios=$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done | grep -vx demo)
   rest=(preflight sanity build $(printf 'molecule:%s ' $scenarios) demo)
-  # The static checks side by side (each mostly one core): a failure of either stops the run here.
-  run_step lint > "$results/lint.log" 2>&1 & lint=$!
-  run_step unit > "$results/unit.log" 2>&1 & unit=$!
-  wait "$lint"; lint_rc=$?
-  wait "$unit"; unit_rc=$?
-  cat "$results/lint.log" "$results/unit.log"
-  if [ "$lint_rc" -eq 0 ] && [ "$unit_rc" -eq 0 ]; then
+  if run_lane "${static[@]}"; then
     # Longest first by the recorded times; a step with no record goes first (it may be long).
     for step in "${rest[@]}"; do
       printf '%s %s\n' "$(awk -v s="$step" 'BEGIN {t = 99999} $1 == s {t = $2} END {print t}' tests/step-times.txt)" "$step"

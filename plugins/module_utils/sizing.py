@@ -42,7 +42,9 @@ DEFAULT_COSTS = {
     "prefork_child_mb": 100,  # one prefork child of a real app (measured 40 empty, 80-150 real)
     "beat_mb": 60,  # measured 45 MiB RSS (docs/benchmarks.md)
     "supervisord_mb": 30,  # supervisor 4.2.5 on Ubuntu 24.04: measured 28 MiB RSS (docs/benchmarks.md)
-    "flower_mb": 80,
+    # Flower keeps up to max_tasks tasks in RAM: measured 56 MiB idle, 102 MiB after 10000 small tasks and 113 MiB
+    # after 15000 (flower 2.2.0, flower_max_tasks 10000: freed task records are not returned to the OS).
+    "flower_mb": 120,
     "gevent_base_mb": 55,  # one gevent/eventlet worker process (measured ~55 MiB with -c 100)
     "greenlet_kib": 256,  # estimate: stack + what a task holds while it waits on I/O
     "greenlets_per_process": 100,  # I/O-bound default; mixed gets half, CPU-bound a tenth

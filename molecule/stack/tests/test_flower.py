@@ -111,12 +111,12 @@ def test_flower_runs_as_its_user_with_the_open_file_limit(host):
     # flower_nofile "auto": the README sets no number, the container's ceiling (20000 on CI) is below 65535.
     assert nofile_of(host, pid) == (auto_nofile(host),) * 2
     rss_kib = int(host.check_output(f"ps -o rss= -p {pid}"))
-    print(f"flower RSS {rss_kib // 1024} MiB (plan cost flower_mb: 80)")
+    print(f"flower RSS {rss_kib // 1024} MiB (plan cost flower_mb: 120)")
 
 
 def test_flower_is_capped_at_its_planned_budget(host):
-    # The README sets no plan_costs: the plan counts Flower at its default cost, 80 MB (flower_memory_*_mb auto).
-    budget = 80 * 1024 * 1024
+    # The README sets no plan_costs: the plan counts Flower at its default cost, 120 MB (flower_memory_*_mb auto).
+    budget = 120 * 1024 * 1024
     shown = host.check_output("systemctl show --property MemoryHigh --property MemoryMax flower")
     assert dict(line.split("=", 1) for line in shown.splitlines()) == {
         "MemoryHigh": str(budget), "MemoryMax": str(2 * budget)}, shown

@@ -206,9 +206,9 @@ def test_fixed_costs_counted_only_when_present():
     bare = memory_plan(res(2048, 2))
     assert (bare["supervisord_mb"], bare["beat_mb"], bare["flower_mb"], bare["total_mb"]) == (0, 0, 0, 300)
     full = memory_plan(res(2048, 2), [group()], beat=True, flower=True)
-    assert (full["supervisord_mb"], full["beat_mb"], full["flower_mb"]) == (30, 60, 80)
+    assert (full["supervisord_mb"], full["beat_mb"], full["flower_mb"]) == (30, 60, 120)
     flower_only = memory_plan(res(2048, 2), flower=True)  # Flower runs under systemd, not supervisor
-    assert (flower_only["supervisord_mb"], flower_only["flower_mb"]) == (0, 80)
+    assert (flower_only["supervisord_mb"], flower_only["flower_mb"]) == (0, 120)
 
 
 def test_os_reserve_auto_and_explicit():
