@@ -174,16 +174,14 @@ def test_unchanged_source_changes_nothing(host):
     assert current(host) == RELEASES + "/" + SEEN["v1"]
 
 
-def test_keep_n_prunes_the_oldest(host):
-    # Deploying v2 again reuses its release (same content, same id) and makes it the newest.
+def test_keep_n_prunes_the_oldest_and_a_known_source_reuses_its_release(host):
+    # v1 runs; one more old release (switched before every other) makes four with v2's.
+    host.check_output(f"mkdir -p {RELEASES}/src-old4 && touch -d '2020-01-04' {RELEASES}/src-old4")
     rc, _stats, _seconds, output = deploy("-e", f"worker_app_src={FILES}/v2/")
     assert rc == 0, output
+    # v2's source again: its release is reused (same content, same id) and becomes the newest.
     assert current(host) == RELEASES + "/" + SEEN["v2"]
     assert version(host) == "v2"
-    assert releases(host) == sorted([SEEN["v1"], SEEN["v2"], "src-old3"]), releases(host)
-    host.check_output(f"mkdir -p {RELEASES}/src-old4 && touch -d '2020-01-04' {RELEASES}/src-old4")
-    rc, _stats, _seconds, output = deploy("-e", f"worker_app_src={FILES}/v1/")
-    assert rc == 0, output
     # 4 releases, keep 3: the oldest by switch time (src-old3) goes, never the one in use.
     assert releases(host) == sorted([SEEN["v1"], SEEN["v2"], "src-old4"]), releases(host)
 
@@ -204,6 +202,7 @@ def test_a_release_that_does_not_load_is_not_left_behind_the_link(host, tmp_path
     the link goes back to the release that ran before, the release built for it is removed, and the programs keep
     running the previous code."""
     before_target, before_pids, before_releases = current(host), pids(host), releases(host)
+    before_version = version(host)
     broken = tmp_path / "broken"
     shutil.copytree(os.path.join(FILES, "v1"), broken)
     for rel, text in BREAKS[what].items():
@@ -216,19 +215,20 @@ def test_a_release_that_does_not_load_is_not_left_behind_the_link(host, tmp_path
     assert current(host) == before_target
     assert releases(host) == before_releases
     assert pids(host) == before_pids
-    assert version(host) == "v1"
+    assert version(host) == before_version
 
 
 def test_a_release_whose_programs_do_not_come_up_is_rolled_back(host, tmp_path):
     """It loads in the settings check, but every program dies at start under supervisor (an environment the project
-    relies on, missing): health.yml puts the previous release back, restarts the programs on it, and fails."""
-    before_target, before_releases = current(host), releases(host)
+    relies on, missing): health.yml puts the previous release back, restarts the programs on it, and fails. v1's
+    code with another pin: v2 runs before it."""
+    before_target, before_releases, before_version = current(host), releases(host), version(host)
     bad = tmp_path / "dies-under-supervisor"
     shutil.copytree(os.path.join(FILES, "v1"), bad)
     with open(bad / "relapp" / "tasks.py", "a", encoding="utf-8") as fh:
         fh.write('\nif os.environ.get("SUPERVISOR_ENABLED"):\n'
                  '    raise RuntimeError("broken on purpose by test_deploy: dies under supervisor")\n')
-    # It also moves a dependency: the rollback must put v1's version back into the shared venv.
+    # It also moves a dependency: the rollback must put the running release's pin (six 1.17.0) back into the venv.
     (bad / "requirements.txt").write_text("six==1.16.0\n")
     rc, _stats, seconds, output = deploy("-e", f"worker_app_src={bad}/")
     print(f"\nrelease that does not come up rolled back in {seconds:.0f} s")
@@ -237,7 +237,7 @@ def test_a_release_whose_programs_do_not_come_up_is_rolled_back(host, tmp_path):
     assert current(host) == before_target
     assert releases(host) == before_releases
     assert wait_for(lambda: "RUNNING" in host.check_output("supervisorctl status celery-default"), 60)
-    assert version(host) == "v1"
+    assert version(host) == before_version
     assert "Version: 1.17.0" in host.check_output("/opt/celery/venv/bin/pip show six")
 
 

@@ -68,6 +68,17 @@ def failed(host, tid, key):
     return current if current["state"] == "FAILURE" else None
 
 
+def nothing_left(host, tid, key, runs):
+    """No copy of the message queued or unacked, and the task ran `runs` times. Read again for a few seconds: one
+    deploy run saw the FAILURE and one unacked copy in the same read (docs/testing.md); a copy that stays would
+    run again, which the runs count then shows."""
+    def settled():
+        current = state(host, tid, key)
+        return current["queued"] == 0 and current["unacked"] == 0 and current
+    current = wait_for(settled, 10, 1)
+    return bool(current) and current["runs"] == runs
+
+
 def test_a_task_that_kills_its_child_runs_max_lost_times_then_fails(host):
     tid, key = str(uuid.uuid4()), uuid.uuid4().hex
     parent = host.check_output("supervisorctl pid celery-default")
@@ -79,7 +90,7 @@ def test_a_task_that_kills_its_child_runs_max_lost_times_then_fails(host):
     # Celery acknowledges before it stores FAILURE (request.py on_failure): nothing is left to run it again.
     assert final["runs"] == MAX_LOST, final
     assert final["error"] == "WorkerLostError", final
-    assert final["queued"] == 0 and final["unacked"] == 0, final
+    assert nothing_left(host, tid, key, MAX_LOST), state(host, tid, key)
     # No TTL (volatile-lru would evict it); a task given up keeps its count.
     assert final["lost"] == MAX_LOST and final["ttl"] == -1, final
     log = host.check_output(f"tail -c +{log_from + 1} {LOG}")
@@ -102,4 +113,4 @@ def test_the_count_lives_in_redis_not_in_the_worker(host):
     final = wait_for(lambda: failed(host, tid, key), 120, 2)
     assert final, state(host, tid, key)
     assert final["runs"] == 1 and final["lost"] == MAX_LOST, final
-    assert final["queued"] == 0 and final["unacked"] == 0, final
+    assert nothing_left(host, tid, key, 1), state(host, tid, key)

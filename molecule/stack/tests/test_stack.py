@@ -149,7 +149,7 @@ import runpy, socket, time
 from kombu import Connection, Queue
 settings = runpy.run_path("/etc/flower/vpsstack_flower_settings.py")
 # The project's key names (Flower's settings carry them), kombu's default visibility timeout.
-options = {k: v for k, v in settings["broker_transport_options"].items() if k != "visibility_timeout"}
+options = {{k: v for k, v in settings["broker_transport_options"].items() if k != "visibility_timeout"}}
 with Connection(settings["broker_url"], transport_options=options) as conn, conn.Consumer(Queue("vpsstack-probe", auto_delete=True), callbacks=[]):
     end = time.monotonic() + {seconds}
     while time.monotonic() < end:
