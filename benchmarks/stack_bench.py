@@ -1,18 +1,25 @@
 """`make bench`: a stock Celery stack and this collection's, side by side, in containers sized like a small VPS.
 
-    python benchmarks/stack_bench.py [--quick] [--repeat 3] [--big] [--variants stock,collection,collection-io]
+    python benchmarks/stack_bench.py [--quick] [--repeat 3] [--big] [--variants stock,collection,...]
 
 Starts its own containers (vpsstack-bench-*, 1 GB / 1 vCPU, or 2 GB / 2 vCPU with --big) from the local Ubuntu
-24.04 systemd image, and builds in them:
-- stock: Ubuntu's redis-server with its packaged config, celery[redis] (the collection's default version) in a
-  venv under supervisor with the program of Celery's extra/supervisord/celeryd.conf, default settings;
-- collection: playbooks/site.yml over the podman connection, redis + workers on one host, the defaults;
-- collection-io: the same with the worker group declared IO-bound (pool gevent).
-The same app (benchmarks/bench_app) runs on each, its producer inside each container. Only one stack runs at a
-time: the others are frozen (podman pause). For each workload it records throughput, p50/p95 enqueue-to-done
-latency, the container's peak memory (cgroup), the peak summed RSS of the celery worker processes (sampled from
-the host's /proc), OOM kills and swap. Writes JSON, a Markdown table and a PNG chart (docs/benchmarks.md), and
-removes its containers at the end, on error and on Ctrl-C. A benchmark, not a test: nothing is asserted.
+24.04 systemd image on one podman network, and builds in them:
+- stock: Ubuntu's redis-server with its packaged config (bound to the network so the producer reaches it),
+  celery[redis] (the collection's default version) in a venv under supervisor with the program of Celery's
+  extra/supervisord/celeryd.conf, default settings;
+- stock-gevent: the same, hand-tuned as a person would: -P gevent -c 200 --prefetch-multiplier=1;
+- collection: playbooks/site.yml over the podman connection, redis + workers + flower on one host, the defaults;
+- collection-io: the same with the worker group declared IO-bound (workload: io, prefork);
+- collection-gevent: the same with pool: gevent;
+- web: the producer's host, a venv with celery[redis] and the app, never inside a worker's cgroup.
+The same app (benchmarks/bench_app) runs on each stack; the producer in the web container sends to the stack's
+Redis over the network with only the broker's URL, as a web process does. Only one stack runs at a time: the
+others are frozen (podman pause). The collection stacks are measured with Flower running (as the README deploys
+them) and again with Flower stopped and the workers' task events off ("/no-flower"). For each workload it records
+throughput, p50/p95 enqueue-to-done latency, CPU per task of the stack and of the producer, the container's peak
+memory (cgroup), the peak summed RSS of the celery worker processes (sampled from the host's /proc), OOM kills and
+swap. Writes JSON, a Markdown table and a PNG chart (docs/benchmarks.md), and removes its containers at the end,
+on error and on Ctrl-C. A benchmark, not a test: nothing is asserted.
 """
 import argparse
 import json
@@ -32,7 +39,20 @@ APP_DIR = os.path.join(ROOT, "benchmarks", "bench_app")
 IMAGE = os.environ.get("VPSSTACK_IMAGE", "localhost/ubuntu-systemd:24.04")
 CA_BUNDLE = os.environ.get("VPSSTACK_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
 PREFIX = "vpsstack-bench-"
+NETWORK = PREFIX + "net"
 VENV = "/opt/celery/venv"
+WEB_VENV = "/opt/bench/venv"
+# The hand-tuned stock worker: the flags a person tuning an IO-bound app by hand adds (no acks_late).
+STOCK_FLAGS = {"stock": "", "stock-gevent": " -P gevent -c 200 --prefetch-multiplier=1"}
+# worker_groups of the inventory per collection variant (None: the role's default group).
+COLLECTION_GROUPS = {
+    "collection": None,
+    "collection-io": [{"name": "default", "queues": ["celery"], "workload": "io"}],
+    "collection-gevent": [{"name": "default", "queues": ["celery"], "pool": "gevent", "workload": "io"}],
+}
+# Variants made for IO-bound work run the IO workloads only (--io-variant-workloads).
+IO_VARIANTS = {"stock-gevent", "collection-io", "collection-gevent"}
+NO_FLOWER = "/no-flower"
 MARK_START = "<!-- stack-bench:start -->"
 MARK_END = "<!-- stack-bench:end -->"
 
@@ -48,7 +68,7 @@ stderr_logfile=/var/log/celery/worker.log
 autostart=true
 autorestart=true
 startsecs=10
-command=/opt/celery/venv/bin/celery -A bench_app.tasks worker --loglevel=INFO
+command=/opt/celery/venv/bin/celery -A bench_app.tasks worker --loglevel=INFO{flags}
 stopwaitsecs = 600
 stopasgroup=true
 priority=1000
@@ -60,12 +80,27 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq redis-server supervisor python3-venv >/dev/null
 python3 -m venv {venv}
-PIP_CERT=/root/bench-ca.crt {venv}/bin/pip install -q --disable-pip-version-check "celery[redis]=={version}"
+PIP_CERT=/root/bench-ca.crt {venv}/bin/pip install -q --disable-pip-version-check "celery[redis]=={version}" {extra}
+# The only change to Ubuntu's redis.conf: listen on the bench network, where the producer's container is.
+sed -i -e 's/^bind .*/bind 0.0.0.0 -::*/' -e 's/^protected-mode yes/protected-mode no/' /etc/redis/redis.conf
+systemctl restart redis-server
 mkdir -p /var/log/celery /opt/celery
 cp -r /root/bench_app /opt/celery/app
 chmod -R a+rX /opt/celery
 cp /root/celeryd.conf /etc/supervisor/conf.d/celeryd.conf
 supervisorctl reread >/dev/null && supervisorctl update >/dev/null
+"""
+
+WEB_SETUP = r"""
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq python3-venv >/dev/null
+python3 -m venv {venv}
+PIP_CERT=/root/bench-ca.crt {venv}/bin/pip install -q --disable-pip-version-check "celery[redis]=={version}"
+mkdir -p /opt/bench
+cp -r /root/bench_app /opt/bench/app
+chmod -R a+rX /opt/bench
 """
 
 COLLECTION_ENV = ["env", "PYTHONPATH=/etc/celery:/opt/celery/app", "CELERY_CONFIG_MODULE=vpsstack_celery_settings",
@@ -198,6 +233,12 @@ class Cgroup:
         return found
 
 
+def is_celery_worker(cmdline):
+    """`celery ... worker ...` (parents and pool children), not Flower (`celery flower --max_workers=...`)."""
+    args = cmdline.split(b"\0")
+    return b"worker" in args and any(arg.endswith(b"celery") for arg in args)
+
+
 def worker_rss_kib(cgroup):
     """Summed RSS of the celery worker processes (parents and pool children; not the producer)."""
     total, processes = 0, 0
@@ -205,7 +246,7 @@ def worker_rss_kib(cgroup):
         try:
             with open("/proc/%s/cmdline" % pid, "rb") as handle:
                 cmdline = handle.read()
-            if b"celery" not in cmdline or b"worker" not in cmdline:
+            if not is_celery_worker(cmdline):
                 continue
             with open("/proc/%s/status" % pid, encoding="ascii", errors="replace") as handle:
                 for line in handle:
@@ -244,22 +285,35 @@ class Stack:
     def __init__(self, variant, args):
         self.variant, self.args = variant, args
         self.name = PREFIX + variant
-        self.kind = "stock" if variant == "stock" else "collection"
+        self.kind = variant.split("-")[0]  # stock, collection or web
         self.env = STOCK_ENV if self.kind == "stock" else COLLECTION_ENV
         self.cgroup = None
         self.info = {}
+        self.broker_url = None
+        self.web = None  # the producer's container
 
     def create(self):
         run(["podman", "rm", "-f", self.name], check=False)
         mem, cpus = ("2g", "2") if self.args.big else ("1g", "1")
         run(["podman", "run", "-d", "--name", self.name, "--runtime", "runc", "--systemd=always",
-             "--memory=" + mem, "--cpus=" + cpus, "--label", "vpsstack.bench=1", IMAGE, "/sbin/init"])
+             "--network", NETWORK, "--memory=" + mem, "--cpus=" + cpus, "--label", "vpsstack.bench=1", IMAGE,
+             "/sbin/init"])
         for _attempt in range(60):
             state = podman_exec(self.name, ["systemctl", "is-system-running"], check=False).stdout.strip()
             if state in ("running", "degraded"):
                 break
             time.sleep(1)
         self.cgroup = Cgroup(self.name)
+
+    def address(self):
+        return run(["podman", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                    self.name]).stdout.strip()
+
+    def find_broker_url(self):
+        """The URL the producer in the web container uses: the app's own broker URL (the collection's has the
+        celery user's password) with the container's address instead of loopback."""
+        url = self.python(["-c", "from bench_app.tasks import app; print(app.conf.broker_url)"]).stdout.strip()
+        self.broker_url = url.replace("127.0.0.1", self.address()).replace("localhost", self.address())
 
     def python(self, argv, **kw):
         return podman_exec(self.name, self.env + [VENV + "/bin/python"] + argv, **kw)
@@ -274,26 +328,36 @@ def setup_stock(stack, version):
     with tempfile.TemporaryDirectory() as tmp:
         conf = os.path.join(tmp, "celeryd.conf")
         with open(conf, "w", encoding="ascii") as handle:
-            handle.write(STOCK_PROGRAM)
+            handle.write(STOCK_PROGRAM.format(flags=STOCK_FLAGS[stack.variant]))
         run(["podman", "cp", conf, stack.name + ":/root/celeryd.conf"])
     run(["podman", "cp", CA_BUNDLE, stack.name + ":/root/bench-ca.crt"])
     run(["podman", "cp", APP_DIR, stack.name + ":/root/bench_app"])
-    podman_exec(stack.name, ["bash", "-c", STOCK_SETUP.format(venv=VENV, version=version)])
+    extra = "gevent" if "gevent" in STOCK_FLAGS[stack.variant] else ""
+    podman_exec(stack.name, ["bash", "-c", STOCK_SETUP.format(venv=VENV, version=version, extra=extra)])
+
+
+def setup_web(web, version):
+    run(["podman", "cp", CA_BUNDLE, web.name + ":/root/bench-ca.crt"])
+    run(["podman", "cp", APP_DIR, web.name + ":/root/bench_app"])
+    podman_exec(web.name, ["bash", "-c", WEB_SETUP.format(venv=WEB_VENV, version=version)])
 
 
 def sync_app(stack):
     """--reuse: the app as it is in the checkout now, and the workers restarted on it."""
     run(["podman", "unpause", stack.name], check=False)
     package = os.path.join(APP_DIR, "bench_app")
+    app_dir = "/opt/bench/app" if stack.kind == "web" else "/opt/celery/app"
     for name in sorted(os.listdir(package)):
         if name.endswith(".py"):
             with open(os.path.join(package, name), encoding="utf-8") as handle:
-                write_file(stack, "/opt/celery/app/bench_app/" + name, handle.read())
-    podman_exec(stack.name, ["supervisorctl", "restart", "all"])
+                write_file(stack, app_dir + "/bench_app/" + name, handle.read())
+    if stack.kind != "web":
+        podman_exec(stack.name, ["supervisorctl", "restart", "all"])
 
 
 def write_inventory(tmp, stacks):
-    """The inventory a user would write: redis + workers on one host; gevent for the IO-bound variant."""
+    """The inventory a user would write: redis + workers + flower on one host, Redis also on the host's private
+    address (the web container sends from there); the variant's worker group."""
     hosts = [s for s in stacks if s.kind == "collection"]
     lines = ["all:", "  vars:", "    ansible_connection: containers.podman.podman",
              "    ansible_python_interpreter: /usr/bin/python3",
@@ -302,17 +366,19 @@ def write_inventory(tmp, stacks):
              "    redis_auth_enabled: true",
              "    redis_password: %s" % json.dumps(secrets.token_hex(12)),
              "    redis_celery_password: %s" % json.dumps(secrets.token_hex(12)),
+             "    flower_users: [{name: bench, password: %s}]" % json.dumps(secrets.token_hex(12)),
              "    worker_app_src: %s" % json.dumps(APP_DIR + "/"),
              "    worker_app: bench_app.tasks",
              "  children:"]
-    for group in ("redis", "workers"):
+    for group in ("redis", "workers", "flower"):
         lines.append("    %s:" % group)
         lines.append("      hosts:")
         for stack in hosts:
             lines.append("        %s:" % stack.name)
-            if group == "workers" and stack.variant == "collection-io":
-                lines.append("          worker_groups: [{name: default, queues: [celery], pool: gevent, "
-                             "workload: io}]")
+            if group == "redis":
+                lines.append("          redis_bind_extra: [%s]" % stack.address())
+            if group == "workers" and COLLECTION_GROUPS.get(stack.variant):
+                lines.append("          worker_groups: %s" % json.dumps(COLLECTION_GROUPS[stack.variant]))
     path = os.path.join(tmp, "hosts.yml")
     with open(path, "w", encoding="ascii") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -350,10 +416,15 @@ def collection_version():
     raise RuntimeError("worker_celery_version not found")
 
 
+def web_env(broker_url):
+    return ["env", "PYTHONPATH=/opt/bench/app", "HOME=/tmp", "BENCH_BROKER_URL=" + broker_url]
+
+
 def produce(stack, run_id, workload, n, args, on_start=None, extra=()):
-    """Run the producer in the container; stream its progress; return its JSON line."""
-    argv = ["podman", "exec", stack.name] + stack.env + [
-        VENV + "/bin/python", "-m", "bench_app.produce", run_id, workload, str(n),
+    """Run the producer in the web container against the stack's Redis; stream its progress; return its JSON
+    line."""
+    argv = ["podman", "exec", stack.web.name] + web_env(stack.broker_url) + [
+        WEB_VENV + "/bin/python", "-m", "bench_app.produce", run_id, workload, str(n),
         "--sleep-ms", str(args.sleep_ms), "--rounds", str(args.rounds), "--stall", str(args.stall)] + list(extra)
     tty = sys.stderr.isatty()
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
@@ -394,7 +465,7 @@ def worker_pids(cgroup):
                 cmdline = handle.read()
         except OSError:
             continue
-        if b"celery" in cmdline and b"worker" in cmdline:
+        if is_celery_worker(cmdline):
             pids.append(int(pid))
     return pids
 
@@ -419,6 +490,7 @@ def measure(stack, run_id, workload, n, args):
         stack.cgroup.drop_cache()
         stack.cgroup.reset_peak()
         cpu_before = stack.cgroup.cpu_seconds()
+        producer_cpu_before = stack.web.cgroup.cpu_seconds()
         released = time.time()
         signal_all(pids, signal.SIGCONT)
     sampler = Sampler(stack.cgroup)
@@ -431,6 +503,8 @@ def measure(stack, run_id, workload, n, args):
     result.update({
         # CPU per task of the whole container: less sensitive to a busy host than tasks/s.
         "cpu_ms_per_task": 1000 * (stack.cgroup.cpu_seconds() - cpu_before) / n,
+        # The producer's container while the stack drains the queue (it polls the done list): not the stack's.
+        "producer_cpu_ms_per_task": 1000 * (stack.web.cgroup.cpu_seconds() - producer_cpu_before) / n,
         "container_peak_mib": stack.cgroup.peak_bytes() / 2**20,
         "worker_rss_peak_mib": sampler.rss_peak_kib / 1024,
         "worker_processes": sampler.processes,
@@ -447,6 +521,28 @@ def cpu_probe(stack, rounds):
     task_cpu_s = json.loads(out)["task_cpu_s"]
     vcpus = stack.cgroup.vcpus() or os.cpu_count()
     return {"task_cpu_ms": task_cpu_s * 1000, "vcpus": vcpus, "limit_tasks_per_s": vcpus / task_cpu_s}
+
+
+def set_flower(stack, running):
+    """Flower as deployed: it tells the workers to send task events, every 5 s (flower/events.py,
+    events_enable_interval). Off: Flower stopped and the workers told to stop sending task events, which they
+    would otherwise keep publishing for nobody."""
+    if running:
+        podman_exec(stack.name, ["systemctl", "start", "flower"])
+        time.sleep(7)
+    else:
+        podman_exec(stack.name, ["systemctl", "stop", "flower"])
+        podman_exec(stack.web.name, web_env(stack.broker_url) + [
+            WEB_VENV + "/bin/python", "-c", "from bench_app.tasks import app; app.control.disable_events()"])
+
+
+def measure_modes(stack, args):
+    """(label, Flower running) pairs to measure a stack in: stock has no Flower."""
+    if stack.kind != "collection" or args.flower == "on":
+        return [(stack.variant, True)]
+    if args.flower == "off":
+        return [(stack.variant + NO_FLOWER, False)]
+    return [(stack.variant, True), (stack.variant + NO_FLOWER, False)]
 
 
 def warm_up(stack, args):
@@ -477,7 +573,7 @@ ABLATIONS = [
      {"drop": ["--max-memory-per-child"], "add": ["--without-gossip", "--without-mingle", "--without-heartbeat"],
       "loglevel": "WARNING"}),
 ]
-# The same on the collection-io container (`--ablate-variant collection-io --ablate-workloads io`): how many
+# The same on the collection-gevent container (`--ablate-variant collection-gevent --ablate-workloads io`): how many
 # greenlets per vCPU, and the issue's gevent flags (INFO vs WARNING, the -c 100 cliff without heartbeat).
 GEVENT_ABLATIONS = [
     ("defaults", "defaults (-c 100)", {}, {}),
@@ -519,7 +615,7 @@ def write_file(stack, path, text):
 
 
 def ablations_for(variant):
-    return GEVENT_ABLATIONS if variant == "collection-io" else ABLATIONS
+    return GEVENT_ABLATIONS if variant == "collection-gevent" else ABLATIONS
 
 
 def ablate(stack, args, sizes, repeat):
@@ -611,7 +707,7 @@ def summarize(results):
     table = {}
     for row in results["runs"]:
         table.setdefault(row["variant"], {}).setdefault(row["workload"], []).append(row)
-    keys = ["tasks_per_s", "cpu_ms_per_task", "p50_ms", "p95_ms", "container_peak_mib", "worker_rss_peak_mib", "oom_kills",
+    keys = ["tasks_per_s", "cpu_ms_per_task", "producer_cpu_ms_per_task", "p50_ms", "p95_ms", "container_peak_mib", "worker_rss_peak_mib", "oom_kills",
             "swap_mib", "lost", "duplicates", "host_load_avg"]
     return {v: {w: dict({k: median_of(rows, k) for k in keys}, repeats=len(rows),
                         oom_kills_total=sum(r["oom_kills"] for r in rows), lost_total=sum(r["lost"] for r in rows))
@@ -622,30 +718,40 @@ def fmt(value, spec="%.0f"):
     return "–" if value is None else spec % value
 
 
+def spread(results, variant, workload):
+    """min–max tasks/s over the rounds ("1 round" when there is one: indicative only)."""
+    values = [r["tasks_per_s"] for r in results["runs"] if r["variant"] == variant and r["workload"] == workload]
+    if len(values) < 2:
+        return "1 round"
+    return "%.1f–%.1f" % (min(values), max(values))
+
+
 def markdown(results):
     summary = results["summary"]
     meta = results["meta"]
     out = ["_%s, %s; containers %s each; celery %s; repeats %d (medians); host load average during the runs "
            "%.2f–%.2f (%d CPUs)._" % (meta["date"], meta["cpu_model"], meta["container"], meta["celery_version"],
                                       meta["repeat"], meta["load_min"], meta["load_max"], meta["nproc"]), ""]
-    out += ["| workload | stack | n | tasks/s | × stock | CPU ms/task | p50 ms | p95 ms | container peak MiB "
-            "| worker RSS MiB | × stock | OOM kills | swap MiB | lost |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    stock = summary.get("stock", {})
+    out += ["| workload | stack | n | tasks/s | spread | × stock | × stock-gevent | CPU ms/task | producer CPU ms/task "
+            "| p50 ms | p95 ms | container peak MiB | worker RSS MiB | × stock | OOM kills | swap MiB | lost |",
+            "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    stock, tuned = summary.get("stock", {}), summary.get("stock-gevent", {})
+
+    def ratio(row, base, key):
+        return row[key] / base[key] if base.get(key) and row.get(key) is not None else None
     for workload in WORKLOADS:
         for variant in results["meta"]["variants"]:
             row = summary.get(variant, {}).get(workload)
             if not row:
                 continue
-            base = stock.get(workload, {})
-            ratio = (row["tasks_per_s"] / base["tasks_per_s"]) if base.get("tasks_per_s") else None
-            rss_ratio = (row["worker_rss_peak_mib"] / base["worker_rss_peak_mib"]
-                         if base.get("worker_rss_peak_mib") else None)
-            out.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %d |" % (
+            out.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %d |" % (
                 workload, variant, results["meta"]["sizes"][workload], fmt(row["tasks_per_s"], "%.1f"),
-                fmt(ratio, "%.2f"), fmt(row["cpu_ms_per_task"], "%.2f"), fmt(row["p50_ms"]), fmt(row["p95_ms"]), fmt(row["container_peak_mib"]),
-                fmt(row["worker_rss_peak_mib"]), fmt(rss_ratio, "%.2f"), row["oom_kills_total"],
-                fmt(row["swap_mib"]), row["lost_total"]))
+                spread(results, variant, workload), fmt(ratio(row, stock.get(workload, {}), "tasks_per_s"), "%.2f"),
+                fmt(ratio(row, tuned.get(workload, {}), "tasks_per_s") if "gevent" in variant else None, "%.2f"),
+                fmt(row["cpu_ms_per_task"], "%.2f"), fmt(row["producer_cpu_ms_per_task"], "%.2f"),
+                fmt(row["p50_ms"]), fmt(row["p95_ms"]), fmt(row["container_peak_mib"]),
+                fmt(row["worker_rss_peak_mib"]), fmt(ratio(row, stock.get(workload, {}), "worker_rss_peak_mib"), "%.2f"),
+                row["oom_kills_total"], fmt(row["swap_mib"]), row["lost_total"]))
     out.append("")
     for variant, probe in results["cpu_probe"].items():
         cpu = summary.get(variant, {}).get("cpu", {})
@@ -703,6 +809,7 @@ def write_doc(doc, table, png_rel):
 def remove_containers(names):
     for name in names:
         run(["podman", "rm", "-f", "-t", "5", name], check=False)
+    run(["podman", "network", "rm", NETWORK], check=False)
 
 
 def parse_args(argv=None):
@@ -710,10 +817,13 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes), output under .build/bench")
     parser.add_argument("--repeat", type=int, default=None, help="repeats per workload (default 3; quick 1)")
     parser.add_argument("--big", action="store_true", help="2 GB / 2 vCPU containers instead of 1 GB / 1 vCPU")
-    parser.add_argument("--variants", default="stock,collection,collection-io")
+    # collection-io is the same plan as collection (the default group's workload is io): not run by default.
+    parser.add_argument("--variants", default="stock,stock-gevent,collection,collection-gevent")
+    parser.add_argument("--flower", default="both", choices=["both", "on", "off"],
+                        help="measure the collection stacks with Flower running, stopped, or both (default)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--io-variant-workloads", default="io,mixed",
-                        help="workloads for collection-io (the group declared IO-bound)")
+                        help="workloads of the variants made for IO-bound work (%s)" % ", ".join(sorted(IO_VARIANTS)))
     parser.add_argument("--n", type=int, default=None, help="override the task count of every workload")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every task count (e.g. 0.5)")
     parser.add_argument("--sleep-ms", type=float, default=50.0)
@@ -724,9 +834,9 @@ def parse_args(argv=None):
     parser.add_argument("--ablate", type=int, default=0, metavar="R",
                         help="then R rounds of one-change-at-a-time variants of the collection (cpu, burst)")
     parser.add_argument("--ablations", default="",
-                        help="keys of ABLATIONS (GEVENT_ABLATIONS for collection-io) to run (default all)")
-    parser.add_argument("--ablate-variant", default="collection", choices=["collection", "collection-io"],
-                        help="the container the ablations change (collection-io: greenlets per vCPU, gevent flags)")
+                        help="keys of ABLATIONS (GEVENT_ABLATIONS for collection-gevent) to run (default all)")
+    parser.add_argument("--ablate-variant", default="collection", choices=["collection", "collection-gevent"],
+                        help="the container the ablations change (collection-gevent: greenlets per vCPU, gevent flags)")
     parser.add_argument("--ablate-workloads", default="cpu,burst", help="workloads of each ablation")
     parser.add_argument("--ablate-only", action="store_true", help="skip the stock/collection rounds")
     parser.add_argument("--tree", default="HEAD",
@@ -751,9 +861,16 @@ def main(argv=None):
     variants = args.variants.split(",")
     workloads = args.workloads.split(",")
     io_workloads = [w for w in args.io_variant_workloads.split(",") if w in workloads]
+    unknown = [v for v in variants if v not in STOCK_FLAGS and v not in COLLECTION_GROUPS]
+    if unknown:
+        raise SystemExit("unknown variants: %s (known: %s)" % (
+            ", ".join(unknown), ", ".join(list(STOCK_FLAGS) + list(COLLECTION_GROUPS))))
     version = collection_version()
     stacks = [Stack(v, args) for v in variants]
-    names = [s.name for s in stacks]
+    web = Stack("web", args)
+    for stack in stacks:
+        stack.web = web
+    names = [s.name for s in stacks] + [web.name]
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt("signal %d" % signum)
@@ -762,7 +879,8 @@ def main(argv=None):
     results = {"meta": {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nproc": os.cpu_count(), "cpu_model": cpu_model(),
         "kernel": platform.release(), "container": "2 GB / 2 vCPU" if args.big else "1 GB / 1 vCPU",
-        "celery_version": version, "repeat": repeat, "sizes": sizes, "variants": variants,
+        "celery_version": version, "repeat": repeat, "sizes": sizes,
+        "variants": [label for s in stacks for label, _on in measure_modes(s, args)],
         "sleep_ms": args.sleep_ms, "rounds": args.rounds, "image": IMAGE,
         "tree": "reused containers" if args.reuse else args.tree,
         "git": run(["git", "-C", ROOT, "rev-parse", "--short", args.tree if args.tree != "worktree" else "HEAD"],
@@ -772,22 +890,23 @@ def main(argv=None):
         if not args.reuse:
             started = time.monotonic()
             log("starting %s" % ", ".join(names))
-            for stack in stacks:
+            run(["podman", "network", "create", NETWORK], check=False)
+            for stack in stacks + [web]:
                 stack.create()
             # Setup is not measured: stock's apt/pip and the collection's converge overlap (mostly network).
             errors = []
             threads = []
-            if any(s.kind == "stock" for s in stacks):
-                stock = next(s for s in stacks if s.kind == "stock")
 
-                def stock_job():
-                    t = time.monotonic()
-                    try:
-                        setup_stock(stock, version)
-                    except subprocess.CalledProcessError as err:
-                        errors.append("stock setup: %s" % err.stderr[-2000:])
-                    results["setup_s"]["stock"] = time.monotonic() - t
-                threads.append(threading.Thread(target=stock_job))
+            def script_job(stack, setup):
+                t = time.monotonic()
+                try:
+                    setup(stack, version)
+                except subprocess.CalledProcessError as err:
+                    errors.append("%s setup: %s" % (stack.variant, err.stderr[-2000:]))
+                results["setup_s"][stack.variant] = time.monotonic() - t
+            for stack in [s for s in stacks if s.kind == "stock"] + [web]:
+                threads.append(threading.Thread(target=script_job,
+                                                 args=(stack, setup_web if stack is web else setup_stock)))
             collection_stacks = [s for s in stacks if s.kind == "collection"]
             if collection_stacks:
                 def collection_job():
@@ -806,11 +925,12 @@ def main(argv=None):
                 raise RuntimeError("; ".join(errors))
             log("set up in %.0f s" % (time.monotonic() - started))
         else:
-            for stack in stacks:
+            for stack in stacks + [web]:
                 stack.cgroup = Cgroup(stack.name)
                 sync_app(stack)
         probes = {}
         for stack in stacks:
+            stack.find_broker_url()
             results["worker_commands"][stack.variant] = stack.worker_commands()
             freeze(stack.name, True)
         # Rounds interleave the stacks so that a change of host load hits all of them alike.
@@ -820,18 +940,25 @@ def main(argv=None):
                 warm_up(stack, args)
                 # The CPU limit is measured in every round too: the host's load changes what a task costs.
                 probes.setdefault(stack.variant, []).append(cpu_probe(stack, args.rounds))
-                for workload in (io_workloads if stack.variant == "collection-io" else workloads):
-                    # Unique per invocation: a record left by an interrupted run cannot count.
-                    run_id = "%s-%s-%d-%d" % (stack.variant, workload, round_no, time.time())
-                    log("round %d/%d %s %s: %d tasks, host load %.2f" % (
-                        round_no + 1, repeat, stack.variant, workload, sizes[workload], os.getloadavg()[0]))
-                    row = measure(stack, run_id, workload, sizes[workload], args)
-                    row.update({"variant": stack.variant, "workload": workload, "round": round_no})
-                    results["runs"].append(row)
-                    log("  %.1f tasks/s, %.2f CPU ms/task, p50 %s ms, p95 %s ms, peak %.0f MiB, worker RSS %.0f MiB, lost %d, "
-                        "OOM %d" % (row["tasks_per_s"], row["cpu_ms_per_task"], fmt(row["p50_ms"]), fmt(row["p95_ms"]),
-                                    row["container_peak_mib"], row["worker_rss_peak_mib"], row["lost"],
-                                    row["oom_kills"]))
+                modes = measure_modes(stack, args)
+                for label, flower_on in modes:
+                    if stack.kind == "collection" and not flower_on:
+                        set_flower(stack, False)
+                    for workload in (io_workloads if stack.variant in IO_VARIANTS else workloads):
+                        # Unique per invocation: a record left by an interrupted run cannot count.
+                        run_id = "%s-%s-%d-%d" % (label.replace("/", "-"), workload, round_no, time.time())
+                        log("round %d/%d %s %s: %d tasks, host load %.2f" % (
+                            round_no + 1, repeat, label, workload, sizes[workload], os.getloadavg()[0]))
+                        row = measure(stack, run_id, workload, sizes[workload], args)
+                        row.update({"variant": label, "workload": workload, "round": round_no})
+                        results["runs"].append(row)
+                        log("  %.1f tasks/s, %.2f CPU ms/task (producer %.2f), p50 %s ms, p95 %s ms, peak %.0f MiB, "
+                            "worker RSS %.0f MiB, lost %d, OOM %d" % (
+                                row["tasks_per_s"], row["cpu_ms_per_task"], row["producer_cpu_ms_per_task"],
+                                fmt(row["p50_ms"]), fmt(row["p95_ms"]), row["container_peak_mib"],
+                                row["worker_rss_peak_mib"], row["lost"], row["oom_kills"]))
+                if stack.kind == "collection" and not modes[-1][1]:
+                    set_flower(stack, True)  # the next round starts as deployed
                 freeze(stack.name, True)
         for variant, runs in probes.items():
             results["cpu_probe"][variant] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}

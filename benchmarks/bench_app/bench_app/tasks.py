@@ -11,7 +11,10 @@ from urllib.parse import urlsplit
 from celery import Celery
 
 app = Celery("bench_app")
-if os.environ.get("CELERY_CONFIG_MODULE"):
+if os.environ.get("BENCH_BROKER_URL"):
+    # The producer in its own container (the web host): only the broker's URL, as a web process has it.
+    app.conf.broker_url = os.environ["BENCH_BROKER_URL"]
+elif os.environ.get("CELERY_CONFIG_MODULE"):
     # The collection: the settings module the worker role renders (broker with password, its guarantees).
     app.config_from_object(os.environ["CELERY_CONFIG_MODULE"])
 else:
