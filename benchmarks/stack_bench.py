@@ -52,7 +52,8 @@ COLLECTION_GROUPS = {
 }
 # Variants made for IO-bound work run the IO workloads only (--io-variant-workloads).
 IO_VARIANTS = {"stock-gevent", "collection-io", "collection-gevent"}
-NO_FLOWER = "/no-flower"
+# Flower modes of a collection stack, also the suffix of its label.
+FLOWER_ON, EVENTS_ONLY, NO_FLOWER = "", "/events-no-flower", "/no-flower"
 MARK_START = "<!-- stack-bench:start -->"
 MARK_END = "<!-- stack-bench:end -->"
 
@@ -523,26 +524,28 @@ def cpu_probe(stack, rounds):
     return {"task_cpu_ms": task_cpu_s * 1000, "vcpus": vcpus, "limit_tasks_per_s": vcpus / task_cpu_s}
 
 
-def set_flower(stack, running):
-    """Flower as deployed: it tells the workers to send task events, every 5 s (flower/events.py,
-    events_enable_interval). Off: Flower stopped and the workers told to stop sending task events, which they
-    would otherwise keep publishing for nobody."""
-    if running:
+def set_flower(stack, mode):
+    """FLOWER_ON: as deployed, Flower tells the workers to send task events every 5 s (flower/events.py,
+    events_enable_interval). NO_FLOWER: Flower stopped and the workers told to stop sending task events, which
+    they would otherwise keep publishing for nobody. EVENTS_ONLY: Flower stopped, the events left on (what the
+    workers' side of the events costs)."""
+    if mode == FLOWER_ON:
         podman_exec(stack.name, ["systemctl", "start", "flower"])
         time.sleep(7)
-    else:
-        podman_exec(stack.name, ["systemctl", "stop", "flower"])
-        podman_exec(stack.web.name, web_env(stack.broker_url) + [
-            WEB_VENV + "/bin/python", "-c", "from bench_app.tasks import app; app.control.disable_events()"])
+        return
+    podman_exec(stack.name, ["systemctl", "stop", "flower"])
+    command = "enable_events" if mode == EVENTS_ONLY else "disable_events"
+    podman_exec(stack.web.name, web_env(stack.broker_url) + [
+        WEB_VENV + "/bin/python", "-c", "from bench_app.tasks import app; app.control.%s()" % command])
 
 
 def measure_modes(stack, args):
-    """(label, Flower running) pairs to measure a stack in: stock has no Flower."""
-    if stack.kind != "collection" or args.flower == "on":
-        return [(stack.variant, True)]
-    if args.flower == "off":
-        return [(stack.variant + NO_FLOWER, False)]
-    return [(stack.variant, True), (stack.variant + NO_FLOWER, False)]
+    """(label, mode) pairs to measure a stack in: stock has no Flower."""
+    if stack.kind != "collection":
+        return [(stack.variant, None)]
+    modes = {"on": [FLOWER_ON], "off": [NO_FLOWER], "both": [FLOWER_ON, NO_FLOWER],
+             "all": [FLOWER_ON, EVENTS_ONLY, NO_FLOWER]}[args.flower]
+    return [(stack.variant + mode, mode) for mode in modes]
 
 
 def warm_up(stack, args):
@@ -584,6 +587,12 @@ GEVENT_ABLATIONS = [
     ("warning", "loglevel WARNING", {}, {"loglevel": "WARNING"}),
     ("no-heartbeat", "without heartbeat", {}, {"add": ["--without-heartbeat"]}),
     ("no-result", "no result backend", {"result_backend": None}, {}),
+    ("no-acks-late", "acks_late off", {"task_acks_late": False, "task_reject_on_worker_lost": False}, {}),
+    ("no-time-limits", "no time limits", {"task_time_limit": None, "task_soft_time_limit": None}, {}),
+    # What separates the collection from the hand-tuned stock gevent worker (-c 200, acks early, no limits).
+    ("as-stock", "-c 200, acks early, no time limits", {"task_acks_late": False, "task_reject_on_worker_lost": False,
+                                                        "task_time_limit": None, "task_soft_time_limit": None},
+     {"set": {"--concurrency": "200"}}),
 ]
 SETTINGS_FILE = "/etc/celery/vpsstack_celery_settings.py"
 PROGRAM_FILE = "/etc/supervisor/conf.d/celery-default.conf"
@@ -707,7 +716,8 @@ def summarize(results):
     table = {}
     for row in results["runs"]:
         table.setdefault(row["variant"], {}).setdefault(row["workload"], []).append(row)
-    keys = ["tasks_per_s", "cpu_ms_per_task", "producer_cpu_ms_per_task", "p50_ms", "p95_ms", "container_peak_mib", "worker_rss_peak_mib", "oom_kills",
+    keys = ["tasks_per_s", "cpu_ms_per_task", "producer_cpu_ms_per_task", "p50_ms", "p95_ms", "container_peak_mib",
+            "worker_rss_peak_mib", "oom_kills",
             "swap_mib", "lost", "duplicates", "host_load_avg"]
     return {v: {w: dict({k: median_of(rows, k) for k in keys}, repeats=len(rows),
                         oom_kills_total=sum(r["oom_kills"] for r in rows), lost_total=sum(r["lost"] for r in rows))
@@ -732,7 +742,8 @@ def markdown(results):
     out = ["_%s, %s; containers %s each; celery %s; repeats %d (medians); host load average during the runs "
            "%.2f–%.2f (%d CPUs)._" % (meta["date"], meta["cpu_model"], meta["container"], meta["celery_version"],
                                       meta["repeat"], meta["load_min"], meta["load_max"], meta["nproc"]), ""]
-    out += ["| workload | stack | n | tasks/s | spread | × stock | × stock-gevent | CPU ms/task | producer CPU ms/task "
+    out += ["| workload | stack | n | tasks/s | spread | × stock | × stock-gevent | CPU ms/task "
+            "| producer CPU ms/task "
             "| p50 ms | p95 ms | container peak MiB | worker RSS MiB | × stock | OOM kills | swap MiB | lost |",
             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     stock, tuned = summary.get("stock", {}), summary.get("stock-gevent", {})
@@ -750,7 +761,8 @@ def markdown(results):
                 fmt(ratio(row, tuned.get(workload, {}), "tasks_per_s") if "gevent" in variant else None, "%.2f"),
                 fmt(row["cpu_ms_per_task"], "%.2f"), fmt(row["producer_cpu_ms_per_task"], "%.2f"),
                 fmt(row["p50_ms"]), fmt(row["p95_ms"]), fmt(row["container_peak_mib"]),
-                fmt(row["worker_rss_peak_mib"]), fmt(ratio(row, stock.get(workload, {}), "worker_rss_peak_mib"), "%.2f"),
+                fmt(row["worker_rss_peak_mib"]),
+                fmt(ratio(row, stock.get(workload, {}), "worker_rss_peak_mib"), "%.2f"),
                 row["oom_kills_total"], fmt(row["swap_mib"]), row["lost_total"]))
     out.append("")
     for variant, probe in results["cpu_probe"].items():
@@ -819,8 +831,9 @@ def parse_args(argv=None):
     parser.add_argument("--big", action="store_true", help="2 GB / 2 vCPU containers instead of 1 GB / 1 vCPU")
     # collection-io is the same plan as collection (the default group's workload is io): not run by default.
     parser.add_argument("--variants", default="stock,stock-gevent,collection,collection-gevent")
-    parser.add_argument("--flower", default="both", choices=["both", "on", "off"],
-                        help="measure the collection stacks with Flower running, stopped, or both (default)")
+    parser.add_argument("--flower", default="both", choices=["both", "on", "off", "all"],
+                        help="measure the collection stacks with Flower running, stopped (task events off), both "
+                             "(default), or all: also Flower stopped with the events left on")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--io-variant-workloads", default="io,mixed",
                         help="workloads of the variants made for IO-bound work (%s)" % ", ".join(sorted(IO_VARIANTS)))
@@ -913,7 +926,7 @@ def main(argv=None):
                     try:
                         results["setup_s"]["collection"] = converge(collection_stacks,
                                                                     os.path.join(log_dir, "converge.log"), args.tree)
-                    except RuntimeError as err:
+                    except (RuntimeError, OSError) as err:  # OSError: no ansible-playbook on PATH
                         errors.append(str(err))
                 threads.append(threading.Thread(target=collection_job))
             log("setting up (stock: apt + pip; collection: ansible-playbook playbooks/site.yml, log in %s)" % log_dir)
@@ -941,9 +954,9 @@ def main(argv=None):
                 # The CPU limit is measured in every round too: the host's load changes what a task costs.
                 probes.setdefault(stack.variant, []).append(cpu_probe(stack, args.rounds))
                 modes = measure_modes(stack, args)
-                for label, flower_on in modes:
-                    if stack.kind == "collection" and not flower_on:
-                        set_flower(stack, False)
+                for label, mode in modes:
+                    if mode not in (None, FLOWER_ON):
+                        set_flower(stack, mode)
                     for workload in (io_workloads if stack.variant in IO_VARIANTS else workloads):
                         # Unique per invocation: a record left by an interrupted run cannot count.
                         run_id = "%s-%s-%d-%d" % (label.replace("/", "-"), workload, round_no, time.time())
@@ -957,15 +970,19 @@ def main(argv=None):
                                 row["tasks_per_s"], row["cpu_ms_per_task"], row["producer_cpu_ms_per_task"],
                                 fmt(row["p50_ms"]), fmt(row["p95_ms"]), row["container_peak_mib"],
                                 row["worker_rss_peak_mib"], row["lost"], row["oom_kills"]))
-                if stack.kind == "collection" and not modes[-1][1]:
-                    set_flower(stack, True)  # the next round starts as deployed
+                if modes[-1][1] not in (None, FLOWER_ON):
+                    set_flower(stack, FLOWER_ON)  # the next round starts as deployed
                 freeze(stack.name, True)
         for variant, runs in probes.items():
             results["cpu_probe"][variant] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         if args.ablate:
             target = next(s for s in stacks if s.variant == args.ablate_variant)
             freeze(target.name, False)
+            if args.flower == "off":  # the ablations without Flower's task events
+                set_flower(target, NO_FLOWER)
             results["ablations"] = ablate(target, args, sizes, args.ablate)
+            if args.flower == "off":
+                set_flower(target, FLOWER_ON)
             freeze(target.name, True)
     except KeyboardInterrupt:
         log("interrupted")

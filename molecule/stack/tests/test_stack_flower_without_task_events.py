@@ -1,0 +1,66 @@
+"""`flower_task_events: false`, run as a user runs it (site.yml with -e): Flower still lists the workers, and no
+task event goes over the broker any more. Its file name sorts it last: it leaves the stack without task events.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import testinfra
+
+sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from live import wait_for  # noqa: E402
+from stack import ADMIN_PASSWORD, get  # noqa: E402
+
+BROKER = testinfra.get_host("podman://broker")
+FLOWER_ENV = ("cd /tmp && PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/etc/flower "
+              "CELERY_CONFIG_MODULE=vpsstack_flower_settings")
+# Listens to every event channel of the broker (the project's key prefix included) while three tasks run: the
+# channels heard, and how many of the tasks ran (where:KEY in database 2, tests/apps/django_project).
+LISTEN = FLOWER_ENV + """ /opt/flower/venv/bin/python - <<'PY'
+import json, time
+import redis
+from celery import Celery
+admin = redis.Redis(host="127.0.0.1", username="default", password={password!r})
+listener = admin.pubsub()
+listener.psubscribe("*celeryev*")
+app = Celery()
+for _ in range(3):
+    app.send_task("yourproject.tasks.where", args=["no-events", 0])
+channels, end = set(), time.time() + {seconds}
+while time.time() < end:
+    message = listener.get_message(timeout=0.5)
+    if message and message["type"] == "pmessage":
+        channels.add(message["channel"].decode())
+tasks_db = redis.Redis(host="127.0.0.1", username="default", password={password!r}, db=2)
+print(json.dumps({{"channels": sorted(channels), "ran": tasks_db.hlen("where:no-events")}}))
+PY"""
+USER, PASSWORD = "ops", "stack flower pw"  # molecule.yml: the README's flower_users
+
+
+def test_without_task_events_flower_lists_the_workers_and_no_task_event_is_sent():
+    inventory = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"],
+                                                                 ".build", "collections"))
+    started = time.monotonic()
+    proc = subprocess.run(["ansible-playbook", "vpsstack.celery.site", "-i", inventory,
+                           "-e", "flower_task_events=false"],
+                          capture_output=True, text=True, env=env, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    print(f"site.yml -e flower_task_events=false: {time.monotonic() - started:.0f} s")
+    # The workers still send the events the old Flower turned on: the role's README says how to stop them.
+    BROKER.check_output(FLOWER_ENV + " /opt/flower/venv/bin/celery control disable_events")
+    # Flower turns events on every 5 s when it may: it has done so at least once before the tasks go out.
+    time.sleep(6)
+    heard = json.loads(BROKER.check_output(LISTEN.format(password=ADMIN_PASSWORD, seconds=6)))
+    print(f"heard {heard}")
+    assert heard["ran"] == 3, "the three tasks did not run while the test listened"
+    assert any("worker.heartbeat" in c for c in heard["channels"]), "no heartbeat heard: the listener hears nothing"
+    assert not [c for c in heard["channels"] if "/task." in c], "task events are still sent"
+
+    def workers():
+        status, body = get(BROKER, "/api/workers?refresh=1", USER, PASSWORD)
+        return status == 200 and {"default@worker1", "default@worker2"} <= set(json.loads(body))
+    assert wait_for(workers, 30, step=2), "Flower no longer lists both workers"
