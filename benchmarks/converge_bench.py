@@ -297,7 +297,7 @@ def locate(name, index):
 
 
 CATEGORIES = [
-    ("fact gathering", {"setup", "package_facts", "service_facts", "cgroup_limits"}),
+    ("fact gathering", {"setup", "package_facts", "service_facts", "host_facts"}),
     ("apt", {"apt", "package", "apt_repository"}),
     ("pip", {"pip"}),
     ("command/shell", {"command", "shell", "script", "raw"}),

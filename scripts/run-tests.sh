@@ -28,6 +28,9 @@ setup_s=$(($(date +%s) - t0))
 awk 'NR > 1 && $1 ~ /vpsstack-swaptest/ {print $1}' /proc/swaps | xargs -r -n1 swapoff 2>/dev/null || true
 
 results=$(mktemp -d)
+# The host's CPU counters over the steps (/proc/stat: user nice system idle iowait irq softirq steal), to tell a
+# run that waits from one that saturates the cores: the summary prints how busy they were.
+cpu_start=$(head -n1 /proc/stat)
 # The package caches of this run (molecule/shared/create.yml points the containers at them).
 # shellcheck source=scripts/test-caches.sh
 source scripts/test-caches.sh
@@ -100,5 +103,9 @@ echo "::: step summary"
 printf '  %-28s %-6s %4ss\n' "setup (venv, host, image)" done "$setup_s"
 sed 's/^/  /' "$results/report"
 echo "  total $(($(date +%s) - t0)) s"
+printf '%s\n%s\n' "$cpu_start" "$(head -n1 /proc/stat)" | awk -v cpus="$(nproc)" '
+  {idle[NR] = $5 + $6; steal[NR] = $9; total[NR] = 0; for (i = 2; i <= 9; i++) total[NR] += $i}
+  END {t = total[2] - total[1]; if (t > 0) printf "  host CPU over the steps: %d %% busy of %d cores, %d %% stolen\n",
+       100 * (t - (idle[2] - idle[1])) / t, cpus, 100 * (steal[2] - steal[1]) / t}'
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -198,7 +198,7 @@ def effective_resources(facts, cgroup=None):
     if cgroup is None:
         cgroup = {}
     if not isinstance(cgroup, Mapping):
-        raise SizingError("cgroup must be the dict returned by vpsstack.celery.cgroup_limits, got %r" % (cgroup,))
+        raise SizingError("cgroup must be the dict returned by vpsstack.celery.host_facts, got %r" % (cgroup,))
     if isinstance(cgroup.get("cgroup"), Mapping):  # the whole registered module result
         cgroup = cgroup["cgroup"]
     cg_ram = _cgroup_memory_mb(cgroup.get("memory_limit"))

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: cgroup_limits
-short_description: Read the memory and CPU limits of the cgroup the target runs in, and the open-file ceilings
+module: host_facts
+short_description: Read in one call what the plan and the roles need to know about a host
 version_added: 0.1.0
 description:
+  - One round trip per host and play (the P(vpsstack.celery.plan#role) role runs it). It returns the limits the
+    plan sizes from, and the state of what the roles manage, so that a run where nothing changed skips the calls
+    that would only confirm it. Formerly C(cgroup_limits), which still redirects here.
   - Reads the cgroup memory limit and CFS CPU quota on the target, so that sizing can use
     min(facts, cgroup limits). Inside a container or an LXC VPS, C(free) and C(nproc) show the host's
     RAM and CPUs; only the cgroup shows the real limits.
@@ -18,6 +21,12 @@ description:
     (or C(cpu,cpuacct/...)), at the mount point and in the process's own cgroup path.
   - Also returns the open-file ceilings (C(fs.nr_open), PID 1's hard limit) and C(net.core.somaxconn), so the
     plan reads every host limit in one call.
+  - Also returns the live values of C(vm.overcommit_memory) and C(vm.swappiness), and whether C(/proc/sys) can be
+    written (it is read-only in an unprivileged container).
+  - Also returns the systemd services and timers that are enabled and active, the local users and groups
+    (C(/etc/passwd), C(/etc/group)) and the zone C(/etc/localtime) links to. They are read once, at the start of
+    the play. A role may skip its own call only when this snapshot already shows the state the call would make,
+    and must not when the same run changed that state (a unit file rewritten, a package installed).
   - When several levels have a limit, the most restrictive one is returned. Values are returned as the
     raw strings the kernel wrote; the P(vpsstack.celery.effective_resources#filter) filter interprets them.
   - Read-only; never reports a change.
@@ -37,6 +46,7 @@ attributes:
     description: Linux only; other systems report version 0.
 notes:
   - Returns version 0 and null values when no cgroup filesystem is mounted.
+  - Without a running systemd (a chroot, a container without init) the unit lists are empty.
 seealso:
   - plugin: vpsstack.celery.effective_resources
     plugin_type: filter
@@ -44,12 +54,12 @@ seealso:
 
 EXAMPLES = r"""
 - name: Read cgroup limits
-  vpsstack.celery.cgroup_limits:
-  register: plan_cgroup
+  vpsstack.celery.host_facts:
+  register: host
 
 - name: Effective RAM and vCPUs (min of facts and cgroup)
   ansible.builtin.set_fact:
-    resources: "{{ ansible_facts | vpsstack.celery.effective_resources(plan_cgroup.cgroup) }}"
+    resources: "{{ ansible_facts | vpsstack.celery.effective_resources(host.cgroup) }}"
 """
 
 RETURN = r"""
@@ -92,6 +102,57 @@ nofile:
       description: C(/proc/sys/net/core/somaxconn), the ceiling of a listen backlog (Redis's C(tcp-backlog)), or null.
       type: str
       sample: "4096"
+units:
+  description: systemd service and timer units, by state at the time of the call.
+  returned: always
+  type: dict
+  contains:
+    enabled:
+      description: Unit files whose state is C(enabled).
+      type: list
+      elements: str
+      sample: [redis-server.service, supervisor.service]
+    active:
+      description: Units whose active state is C(active).
+      type: list
+      elements: str
+      sample: [redis-server.service, supervisor.service]
+accounts:
+  description: Local users and groups, from C(/etc/passwd) and C(/etc/group).
+  returned: always
+  type: dict
+  contains:
+    users:
+      description: By name; each with C(uid), C(gid) (integers), C(home) and C(shell).
+      type: dict
+      sample: {celery: {uid: 999, gid: 988, home: /var/lib/celery, shell: /usr/sbin/nologin}}
+    groups:
+      description: By name; each with C(gid) and C(members) (the supplementary members listed in C(/etc/group)).
+      type: dict
+      sample: {flower: {gid: 987, members: [www-data]}}
+sysctl:
+  description: Live kernel memory settings, raw (null when unreadable), and whether C(/proc/sys) is writable.
+  returned: always
+  type: dict
+  contains:
+    vm.overcommit_memory:
+      description: C(/proc/sys/vm/overcommit_memory).
+      type: str
+      sample: "1"
+    vm.swappiness:
+      description: C(/proc/sys/vm/swappiness).
+      type: str
+      sample: "10"
+    writable:
+      description: False where the kernel refuses writes to C(/proc/sys) (a read-only mount).
+      type: bool
+      sample: false
+timezone:
+  description: The zone name C(/etc/localtime) links to (what C(timedatectl) reports), or null when it is not a
+    link into a zoneinfo directory or the zone file is missing.
+  returned: always
+  type: str
+  sample: Etc/UTC
 """
 
 import os
@@ -213,9 +274,72 @@ def read_nofile(root=None):
             "somaxconn": _read(os.path.join(root, "proc/sys/net/core/somaxconn"))}
 
 
+SYSCTL_KEYS = ("vm.overcommit_memory", "vm.swappiness")
+
+
+def read_sysctl(root=None):
+    """The live vm.* memory settings under `root` (default ROOT), and whether /proc/sys accepts writes."""
+    root = ROOT if root is None else root
+    values = {key: _read(os.path.join(root, "proc/sys", *key.split("."))) for key in SYSCTL_KEYS}
+    values["writable"] = os.access(os.path.join(root, "proc/sys/vm/overcommit_memory"), os.W_OK)
+    return values
+
+
+def parse_units(unit_files_text, units_text):
+    """enabled/active unit names from `systemctl list-unit-files` and `systemctl list-units --all --plain`."""
+    enabled = sorted(line.split()[0] for line in unit_files_text.splitlines()
+                     if len(line.split()) >= 2 and line.split()[1] == "enabled")
+    active = sorted(line.split()[0] for line in units_text.splitlines()
+                    if len(line.split()) >= 3 and line.split()[2] == "active")
+    return {"enabled": enabled, "active": active}
+
+
+def read_units(module):
+    """The unit lists from systemctl, or empty lists where systemd is not running."""
+    common = ["--type=service,timer", "--no-legend", "--no-pager"]
+    systemctl = module.get_bin_path("systemctl")
+    if not systemctl:
+        return {"enabled": [], "active": []}
+    rc_files, files_out, dummy = module.run_command([systemctl, "list-unit-files"] + common)
+    rc_units, units_out, dummy = module.run_command([systemctl, "list-units", "--all", "--plain"] + common)
+    if rc_files != 0 or rc_units != 0:
+        return {"enabled": [], "active": []}
+    return parse_units(files_out, units_out)
+
+
+def read_accounts(root=None):
+    """Local users and groups from etc/passwd and etc/group under `root` (default ROOT)."""
+    root = ROOT if root is None else root
+    users = {}
+    for line in (_read(os.path.join(root, "etc/passwd")) or "").splitlines():
+        fields = line.split(":")
+        if len(fields) == 7 and fields[2].isdigit() and fields[3].isdigit():
+            users[fields[0]] = {"uid": int(fields[2]), "gid": int(fields[3]), "home": fields[5], "shell": fields[6]}
+    groups = {}
+    for line in (_read(os.path.join(root, "etc/group")) or "").splitlines():
+        fields = line.split(":")
+        if len(fields) == 4 and fields[2].isdigit():
+            groups[fields[0]] = {"gid": int(fields[2]), "members": [m for m in fields[3].split(",") if m]}
+    return {"users": users, "groups": groups}
+
+
+def read_timezone(root=None):
+    """The zone /etc/localtime links to under `root` (default ROOT), as timedatectl names it, or None."""
+    root = ROOT if root is None else root
+    link = os.path.join(root, "etc/localtime")
+    try:
+        target = os.readlink(link)
+    except (IOError, OSError):
+        return None
+    if "zoneinfo/" not in target or not os.path.exists(link):
+        return None
+    return target.split("zoneinfo/", 1)[1] or None
+
+
 def main():
     module = AnsibleModule(argument_spec={}, supports_check_mode=True)
-    module.exit_json(changed=False, cgroup=read_cgroup(), nofile=read_nofile())
+    module.exit_json(changed=False, cgroup=read_cgroup(), nofile=read_nofile(), units=read_units(module),
+                     accounts=read_accounts(), sysctl=read_sysctl(), timezone=read_timezone())
 
 
 if __name__ == "__main__":
