@@ -21,6 +21,8 @@ description:
     (or C(cpu,cpuacct/...)), at the mount point and in the process's own cgroup path.
   - Also returns the open-file ceilings (C(fs.nr_open), PID 1's hard limit) and C(net.core.somaxconn), so the
     plan reads every host limit in one call.
+  - Also returns the host's RAM and logical CPUs as the hardware facts name them (C(memtotal_mb),
+    C(processor_vcpus)), so a play needs no hardware fact gathering for the plan.
   - Also returns the live values of C(vm.overcommit_memory) and C(vm.swappiness), and whether C(/proc/sys) can be
     written (it is read-only in an unprivileged container).
   - Also returns the systemd services and timers that are enabled and active, the local users and groups
@@ -130,6 +132,19 @@ accounts:
       description: By name; each with C(gid) and C(members) (the supplementary members listed in C(/etc/group)).
       type: dict
       sample: {flower: {gid: 987, members: [www-data]}}
+hardware:
+  description: The host's RAM and CPUs as the kernel reports them (not the cgroup's), keyed like the hardware facts.
+  returned: always
+  type: dict
+  contains:
+    memtotal_mb:
+      description: C(MemTotal) of C(/proc/meminfo) in MiB, or null when unreadable.
+      type: int
+      sample: 24032
+    processor_vcpus:
+      description: The C(processor) entries of C(/proc/cpuinfo) (logical CPUs), or null when none is listed.
+      type: int
+      sample: 2
 sysctl:
   description: Live kernel memory settings, raw (null when unreadable), and whether C(/proc/sys) is writable.
   returned: always
@@ -274,6 +289,19 @@ def read_nofile(root=None):
             "somaxconn": _read(os.path.join(root, "proc/sys/net/core/somaxconn"))}
 
 
+def read_hardware(root=None):
+    """MemTotal (MiB) and the logical CPUs under `root` (default ROOT), as ansible's hardware facts count them."""
+    root = ROOT if root is None else root
+    memtotal_mb = None
+    for line in (_read(os.path.join(root, "proc/meminfo")) or "").splitlines():
+        fields = line.split()
+        if fields[:1] == ["MemTotal:"] and len(fields) >= 2 and fields[1].isdigit():
+            memtotal_mb = int(fields[1]) // 1024
+    cpuinfo = _read(os.path.join(root, "proc/cpuinfo")) or ""
+    vcpus = sum(1 for line in cpuinfo.splitlines() if line.split(":")[0].strip() == "processor")
+    return {"memtotal_mb": memtotal_mb, "processor_vcpus": vcpus or None}
+
+
 SYSCTL_KEYS = ("vm.overcommit_memory", "vm.swappiness")
 
 
@@ -338,7 +366,8 @@ def read_timezone(root=None):
 
 def main():
     module = AnsibleModule(argument_spec={}, supports_check_mode=True)
-    module.exit_json(changed=False, cgroup=read_cgroup(), nofile=read_nofile(), units=read_units(module),
+    module.exit_json(changed=False, cgroup=read_cgroup(), nofile=read_nofile(), hardware=read_hardware(),
+                     units=read_units(module),
                      accounts=read_accounts(), sysctl=read_sysctl(), timezone=read_timezone())
 
 

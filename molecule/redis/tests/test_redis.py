@@ -127,7 +127,7 @@ def test_adoption_kept_every_queued_task(host, hv):
 def test_bad_config_never_replaces_a_good_one(host, hv):
     rec = record(host, "bad-config")
     print(f"bad directive: {rec['outcome']!r}; {rec['stderr'].strip().splitlines()[-2:]}")
-    assert "Write the restart-only settings" in rec["outcome"]
+    assert "Write the restart-only and runtime settings" in rec["outcome"]
     assert "Bad directive" in rec["stderr"]
     assert rec["checksum_before"] == rec["checksum_after"]
     assert rec["run_id_before"] == rec["run_id_after"]

@@ -239,3 +239,22 @@ def test_sysctl_read_only_or_missing(tmp_path, monkeypatch):
     # An unprivileged container mounts /proc/sys read-only: access(W_OK) fails (EROFS) even for root.
     monkeypatch.setattr(host_facts.os, "access", lambda path, mode: False)
     assert host_facts.read_sysctl(root) == {"vm.overcommit_memory": "0", "vm.swappiness": None, "writable": False}
+
+
+def test_hardware_as_the_facts_count_it(tmp_path):
+    root = tree(tmp_path, {
+        "proc/meminfo": "MemTotal:       24608356 kB\nMemFree:         1000000 kB",
+        "proc/cpuinfo": "processor\t: 0\nmodel name\t: x\n\nprocessor\t: 1\nmodel name\t: x\n",
+    })
+    assert host_facts.read_hardware(root) == {"memtotal_mb": 24031, "processor_vcpus": 2}
+
+
+def test_hardware_unreadable_is_null(tmp_path):
+    assert host_facts.read_hardware(str(tmp_path)) == {"memtotal_mb": None, "processor_vcpus": None}
+
+
+def test_hardware_feeds_effective_resources_like_the_facts():
+    from ansible_collections.vpsstack.celery.plugins.module_utils.sizing import effective_resources
+    cgroup = {"version": 2, "memory_limit": "1073741824", "cpu_quota": "100000", "cpu_period": "100000"}
+    resources = effective_resources({"memtotal_mb": 24031, "processor_vcpus": 2}, cgroup)
+    assert (resources["ram_mb"], resources["vcpus"], resources["ram_source"]) == (1024, 1.0, "cgroup")
