@@ -55,10 +55,16 @@ options:
       state:
         description: C(file) writes O(files[].content) (a link in its place is replaced); C(directory) creates the
           directory and missing parents, or sets the attributes of the directory a link there points at;
-          C(absent) removes a file, link or directory tree.
+          C(absent) removes a file, link or directory tree; C(lines) adds the O(files[].lines) an existing file
+          lacks at its end, in the order given, and leaves the rest of it as it is (a distribution's file the role
+          extends, as C(ansible.builtin.lineinfile) with C(insertafter=EOF) does for one line).
         type: str
-        choices: [file, directory, absent]
+        choices: [file, directory, absent, lines]
         default: file
+      lines:
+        description: For C(state=lines), the whole lines the file must hold; one already there, anywhere, is kept.
+        type: list
+        elements: str
       content:
         description:
           - The file's text. The action plugin fills it from O(files[].template) or O(files[].src).
@@ -90,7 +96,8 @@ options:
         description: Group of the file or directory; as it is when omitted.
         type: str
       mode:
-        description: Mode, octal (C("0640")) or symbolic (C(u=rw,g=r,o=)); required for C(file) and C(directory).
+        description: Mode, octal (C("0640")) or symbolic (C(u=rw,g=r,o=)); required for C(file), C(directory) and
+          C(lines).
         type: raw
       validate:
         description:
@@ -239,6 +246,26 @@ def ensure_file(module, entry, diffs):
     return ensure_attributes(module, entry, dest, diffs)
 
 
+def ensure_lines(module, entry, diffs):
+    dest = entry["dest"]
+    if not entry["lines"]:
+        module.fail_json(msg="%s: state=lines needs lines" % dest)
+    before = read_text(dest)
+    if before is None or os.path.isdir(dest):
+        module.fail_json(msg="%s: state=lines adds lines to an existing file, and there is none" % dest)
+    present = {line.rstrip(b"\r") for line in before.split(b"\n")}
+    missing = [to_bytes(line, errors="surrogate_or_strict") for line in entry["lines"]]
+    missing = [line for index, line in enumerate(missing) if line not in present and line not in missing[:index]]
+    if not missing:
+        return ensure_attributes(module, entry, dest, diffs)
+    after = before + (b"\n" if before and not before.endswith(b"\n") else b"") + b"".join(
+        line + b"\n" for line in missing)
+    diffs.append(content_diff(entry, before, after))
+    if not module.check_mode:
+        write_file(module, entry, after)
+    return True
+
+
 def ensure_attributes(module, entry, path, diffs):
     """Owner, group and mode of an existing path; an owner that does not exist yet is a change (check mode)."""
     if module.check_mode and not owner_known(entry):
@@ -279,7 +306,7 @@ def ensure_absent(module, entry, diffs):
     return True
 
 
-ACTIONS = {"file": ensure_file, "directory": ensure_directory, "absent": ensure_absent}
+ACTIONS = {"file": ensure_file, "directory": ensure_directory, "absent": ensure_absent, "lines": ensure_lines}
 
 
 ENTRY_OPTIONS = {
@@ -295,6 +322,7 @@ ENTRY_OPTIONS = {
     "group": {"type": "str"},
     "mode": {"type": "raw"},
     "validate": {"type": "str"},
+    "lines": {"type": "list", "elements": "str"},
 }
 ARGUMENT_SPEC = {
     "defaults": {"type": "dict", "default": {},

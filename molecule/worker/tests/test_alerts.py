@@ -75,7 +75,7 @@ def run_alerts(host):
 def test_timer_runs_the_audits_own_script_with_a_private_config(host):
     assert host.service("vpsstack-alerts.timer").is_enabled and host.service("vpsstack-alerts.timer").is_running
     installed = host.file("/usr/local/lib/vpsstack/vpsstack_audit.py").content
-    with open(os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "roles", "audit", "files",
+    with open(os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "plugins", "module_utils",
                            "vpsstack_audit.py"), "rb") as fh:
         assert hashlib.sha256(installed).digest() == hashlib.sha256(fh.read()).digest()
     config = host.file("/etc/vpsstack/alerts.json")

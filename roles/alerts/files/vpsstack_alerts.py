@@ -2,7 +2,7 @@
 interval, and once when a condition clears. Run by vpsstack-alerts.service, which a systemd timer starts.
 
 Input: one argument, the path of a JSON config (0600 root: it holds the Redis password, and the webhook URL, which
-for Slack is a secret itself). It runs the audit's own script (roles/audit/files/vpsstack_audit.py, installed
+for Slack is a secret itself). It runs the audit's own code (plugins/module_utils/vpsstack_audit.py, installed
 beside this one) with the spec the audit role computes: the spec base64 in argv, the Redis password on stdin.
 A condition is an audit line's check name at a status (WARN or FAIL); the state file (under /var/lib) keeps, per
 channel (webhook, mail) and condition, its status and when it was last sent. Lines that need the whole inventory

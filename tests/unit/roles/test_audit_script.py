@@ -1,5 +1,5 @@
-"""The audit script's pure parts (roles/audit/files/vpsstack_audit.py): thresholds, the programs the plan
-implies, the Redis wire protocol, and a section that cannot be read becoming a FAIL line, not a crash."""
+"""The audit's pure parts (plugins/module_utils/vpsstack_audit.py): thresholds, the programs the plan implies, the
+Redis wire protocol, a section that cannot be read becoming a FAIL line, not a crash; its two entry points."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +13,7 @@ from role_files import fake_versions, load_worker_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SPEC = importlib.util.spec_from_file_location(
-    "vpsstack_audit", os.path.join(REPO, "roles", "audit", "files", "vpsstack_audit.py"))
+    "vpsstack_audit", os.path.join(REPO, "plugins", "module_utils", "vpsstack_audit.py"))
 audit = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(audit)
 
@@ -161,8 +161,11 @@ class PrefixedBroker(audit.Redis):
 
     KEYS = {"app1:celery": ("list", 7), "app1:celeryev.dead": ("list", 1), "celery": ("list", 0)}
 
-    def __init__(self, _port, _password):  # no socket
+    passwords = []
+
+    def __init__(self, _port, password):  # no socket
         self.asked = []
+        self.passwords.append(password)
 
     def call(self, *args):
         self.asked.append(args)
@@ -187,13 +190,41 @@ class PrefixedBroker(audit.Redis):
 
 def test_a_project_global_keyprefix_is_read_before_every_kombu_key(monkeypatch):
     monkeypatch.setattr(audit, "Redis", PrefixedBroker)
-    monkeypatch.setenv("REDISCLI_AUTH", "pw")
     spec = {"port": 6379, "expect": {}, "drift_status": {}, "memory_warn_pct": 80, "memory_fail_pct": 95,
             "queues": ["celery"], "queue_warn_length": 5, "queue_fail_length": 100, "visibility_timeout": 3600,
             "unacked_warn_pct": 50, "orphan_warn_keys": 10, "orphan_fail_pct": 50, "keyprefix": "app1:"}
-    audit.audit_redis(spec)
+    audit.audit_redis(spec, "pw")
     lines = {check: (status, detail) for status, check, detail in audit.LINES}
     assert lines["queue celery"] == ("WARN", "7 waiting")
     assert lines["oldest unacked"][1].startswith("60 s old")
     assert lines["orphan event lists"][0] == "WARN" and lines["orphan event lists"][1].startswith("1 keys")
     assert audit.glob_escape("a*b[c]?") == "a\\*b\\[c\\]\\?"
+
+
+REDIS_SPEC = {"port": 6379, "expect": {}, "drift_status": {}, "memory_warn_pct": 80, "memory_fail_pct": 95,
+              "queues": ["celery"], "queue_warn_length": 5, "queue_fail_length": 100, "visibility_timeout": 3600,
+              "unacked_warn_pct": 50, "orphan_warn_keys": 10, "orphan_fail_pct": 50, "keyprefix": "app1:"}
+
+
+def test_run_starts_afresh_and_hands_the_password_to_redis(monkeypatch):
+    monkeypatch.setattr(audit, "Redis", PrefixedBroker)
+    monkeypatch.setattr(audit, "audit_host", lambda spec: audit.report("OK", "host", "fine"))
+    monkeypatch.setattr(audit, "beat_running", lambda: [42])
+    PrefixedBroker.passwords.clear()
+    audit.report("FAIL", "left over from an earlier run", "")
+    result = audit.run({"redis": REDIS_SPEC}, "secret pw")
+    assert PrefixedBroker.passwords == ["secret pw"]
+    checks = [check for _status, check, _detail in result["lines"]]
+    assert "left over from an earlier run" not in checks and "queue celery" in checks and checks[-1] == "host"
+    assert result["beat_pids"] == [42]
+
+
+def test_the_script_reads_the_password_from_stdin_not_argv(monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr(audit, "run", lambda spec, password: seen.update(spec=spec, password=password) or {"lines": []})
+    monkeypatch.delenv("REDISCLI_AUTH", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\n"))
+    monkeypatch.setattr("sys.argv", ["vpsstack_audit.py", "eyJ3b3JrZXIiOiBudWxsfQ=="])  # {"worker": null}
+    audit.main()
+    assert seen == {"spec": {"worker": None}, "password": "from stdin"}
+    assert capsys.readouterr().out.strip() == '{"lines": []}'

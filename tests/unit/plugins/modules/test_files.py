@@ -168,3 +168,47 @@ def test_a_link_to_a_directory_gets_its_target_s_attributes(tmp_path, capsys):
     result = run(capsys, [{"dest": str(link), "state": "directory", "mode": "0750"}])
     assert result["changed_files"] == [str(link)] and link.is_symlink() and mode_of(release) == 0o750
     assert run(capsys, [{"dest": str(link), "state": "directory", "mode": "0750"}])["changed"] is False
+
+
+INCLUDES = ["include /etc/redis/redis.d/restart.conf", "include /etc/redis/redis.d/users.conf"]
+
+
+def test_lines_are_appended_once_and_the_rest_is_kept(tmp_path, capsys):
+    dest = str(tmp_path / "redis.conf")
+    open(dest, "w").write("# packaged\nport 6379\r\ninclude /etc/redis/redis.d/users.conf")  # no final newline
+    entry = {"dest": dest, "state": "lines", "lines": INCLUDES + [INCLUDES[0]], "mode": "0640"}
+    first = run(capsys, [entry], diff=True)
+    assert first["changed_files"] == [dest]
+    # The line already there stays where it is; the missing one goes at the end, once.
+    expected = "# packaged\nport 6379\r\ninclude /etc/redis/redis.d/users.conf\ninclude /etc/redis/redis.d/restart.conf\n"
+    assert open(dest, newline="").read() == expected
+    assert first["diff"][0]["before"].startswith("# packaged") and "restart.conf" not in first["diff"][0]["before"]
+    assert first["diff"][0]["after"].endswith("restart.conf\n") and mode_of(dest) == 0o640
+    second = run(capsys, [entry])
+    assert second["changed"] is False
+
+
+def test_lines_in_check_mode_change_nothing(tmp_path, capsys):
+    dest = str(tmp_path / "redis.conf")
+    open(dest, "w").write("port 6379\n")
+    os.chmod(dest, 0o640)
+    result = run(capsys, [{"dest": dest, "state": "lines", "lines": INCLUDES, "mode": "0640"}], check=True)
+    assert result["changed_files"] == [dest] and open(dest).read() == "port 6379\n"
+
+
+def test_lines_need_an_existing_file_and_lines(tmp_path, capsys):
+    missing = run(capsys, [{"dest": str(tmp_path / "none"), "state": "lines", "lines": INCLUDES, "mode": "0640"}])
+    assert missing["rc_exit"] == 1 and "there is none" in missing["msg"]
+    dest = str(tmp_path / "f")
+    open(dest, "w").write("x\n")
+    empty = run(capsys, [{"dest": dest, "state": "lines", "lines": [], "mode": "0640"}])
+    assert empty["rc_exit"] == 1 and "needs lines" in empty["msg"]
+
+
+def test_lines_validate_before_they_replace(tmp_path, capsys):
+    dest = str(tmp_path / "f")
+    open(dest, "w").write("good\n")
+    os.chmod(dest, 0o644)
+    result = run(capsys, [{"dest": dest, "state": "lines", "lines": ["bad"], "mode": "0644",
+                           "validate": "/bin/sh -c '! grep -qx bad %s'"}])
+    assert result["rc_exit"] == 1 and open(dest).read() == "good\n"

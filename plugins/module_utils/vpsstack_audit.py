@@ -1,13 +1,16 @@
 """Read-only health and drift check of one host of a vpsstack.celery stack.
 
-Input: one argument, base64 of a JSON spec (what the plan and the roles' settings expect; built by
-roles/audit/tasks/host.yml). The Redis password comes on stdin (the role runs `python3 -I -c SOURCE SPEC`), or
-from REDISCLI_AUTH when run by hand: never in argv, where ps shows it.
-Output: JSON {"lines": [[status, check, detail], ...], "beat_pids": [...]}, status OK, WARN or FAIL. Changes nothing: Redis gets only
-reads (CONFIG GET, INFO, LLEN, ZRANGE, SCAN, TYPE, MEMORY USAGE), processes are only read from /proc.
-The stdlib only: a Redis-only host has no Python Redis client (community.general.redis_info needs one, and
-installing it would be a change).
+One code for both of its callers: the module vpsstack.celery.host_audit (the audit role) calls run(spec, password),
+and the alerts role's timer runs this file as a script, `python3 -I vpsstack_audit.py SPEC`, with SPEC the base64
+of the JSON spec and the Redis password on stdin (or REDISCLI_AUTH when run by hand): never in argv, where ps
+shows it. The spec says what the plan and the roles' settings expect (roles/audit/tasks/spec.yml).
+Output: {"lines": [[status, check, detail], ...], "beat_pids": [...]}, status OK, WARN or FAIL (the script prints
+it as JSON). Changes nothing: Redis gets only reads (CONFIG GET, INFO, LLEN, ZRANGE, SCAN, TYPE, MEMORY USAGE),
+processes are only read from /proc. The stdlib only: a Redis-only host has no Python Redis client
+(community.general.redis_info needs one, and installing it would be a change).
 """
+from __future__ import annotations
+
 import base64
 import glob
 import json
@@ -85,9 +88,9 @@ def redis_password():
     return sys.stdin.readline().rstrip("\n")
 
 
-def audit_redis(spec):
+def audit_redis(spec, password=""):
     try:
-        redis = Redis(spec["port"], redis_password())
+        redis = Redis(spec["port"], password)
         redis.call("PING")
     except (OSError, RuntimeError) as exc:
         report("FAIL", "redis reachable", "127.0.0.1:%s: %s" % (spec["port"], exc))
@@ -378,14 +381,20 @@ def guarded(section, audit, spec):
         report("FAIL", section, "could not be read: %s: %s" % (type(exc).__name__, exc))
 
 
-def main():
-    spec = json.loads(base64.b64decode(sys.argv[1]))
+def run(spec, password=""):
+    """The lines of every section the spec asks for, and the beat processes of this host."""
+    del LINES[:]
     if spec.get("redis"):
-        guarded("redis", audit_redis, spec["redis"])
+        guarded("redis", lambda redis_spec: audit_redis(redis_spec, password), spec["redis"])
     if spec.get("worker"):
         guarded("workers", audit_worker, spec["worker"])
     guarded("host", audit_host, spec)
-    print(json.dumps({"lines": LINES, "beat_pids": beat_running()}))
+    return {"lines": list(LINES), "beat_pids": beat_running()}
+
+
+def main():
+    spec = json.loads(base64.b64decode(sys.argv[1]))
+    sys.stdout.write(json.dumps(run(spec, redis_password())) + "\n")
 
 
 if __name__ == "__main__":
