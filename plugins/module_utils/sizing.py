@@ -52,8 +52,20 @@ DEFAULT_COSTS = {
 }
 POOLS = ("prefork", "threads", "gevent", "eventlet", "solo")
 WORKLOADS = ("io", "cpu", "mixed")
-# Concurrency cap per CPU slot. CPU-bound work gains nothing beyond one process per core.
-PREFORK_PER_SLOT = {"cpu": 1, "mixed": 2, "io": 2}
+# Without a declared workload: prefork is mixed (one child per slot would idle on IO, eight would starve CPU work);
+# the pools made for waiting are io.
+DEFAULT_WORKLOAD = {"prefork": "mixed"}
+# An IO-bound prefork child of an app measured on this host (docs/sizing.md, "Measured children"): its largest RSS
+# seen (the settings check loads what a worker loads before it forks; running children report their peak) times
+# this headroom for what tasks allocate, rounded up to MEASURED_ROUND_MB (--max-memory-per-child recycles a child
+# that grows past its share). A later measurement replaces the recorded size only when it is more than MEASURED_BAND
+# larger or smaller: a child that grew a little or was recycled is no reason to restart the group.
+MEASURED_HEADROOM = 1.25
+MEASURED_ROUND_MB = 8
+MEASURED_BAND = 0.25
+# Concurrency cap per CPU slot. CPU-bound work gains nothing beyond one process per core; an IO-bound child mostly
+# waits (a 50 ms call took 3-7 ms of CPU per task in make bench), so memory, sized from measurement, binds first.
+PREFORK_PER_SLOT = {"cpu": 1, "mixed": 2, "io": 8}
 THREADS_PER_SLOT = {"cpu": 1, "mixed": 2, "io": 4}
 GREENLET_DIVISOR = {"io": 1, "mixed": 2, "cpu": 10}
 # Redis's own units (redis.conf): k/m/g are powers of 1000, kb/mb/gb powers of 1024.
@@ -231,7 +243,7 @@ def _cpu_slots(vcpus):
 class _Group(object):
     """One validated worker group; memory units in KiB so greenlets and children share the arithmetic."""
 
-    def __init__(self, item, index, costs):
+    def __init__(self, item, index, costs, measured=None):
         if not isinstance(item, Mapping):
             raise SizingError("worker_groups[%d] must be a dict, got %r" % (index, item))
         name = item.get("name")
@@ -242,7 +254,7 @@ class _Group(object):
         self.pool = str(item.get("pool", "prefork")).strip().lower()
         if self.pool not in POOLS:
             raise SizingError("%s: pool %r is not one of %s" % (where, item.get("pool"), ", ".join(POOLS)))
-        self.workload = str(item.get("workload", "io")).strip().lower()
+        self.workload = str(item.get("workload", DEFAULT_WORKLOAD.get(self.pool, "io"))).strip().lower()
         if self.workload not in WORKLOADS:
             raise SizingError("%s: workload %r is not one of %s"
                               % (where, item.get("workload"), ", ".join(WORKLOADS)))
@@ -268,8 +280,10 @@ class _Group(object):
 
         if self.pool == "prefork":
             self.base_mb = costs["worker_parent_mb"]
-            child = child_mb or costs["prefork_child_mb"]
+            found = measured_child_mb(name, measured) if self.workload == "io" and not child_mb else None
+            child = child_mb or found or costs["prefork_child_mb"]
             self.child_mb = child
+            self.child_source = "child_mb" if child_mb else "measured" if found else "costs"
             # An explicit per-child limit lets each child grow that far: reserve it.
             limit_mb = int(math.ceil(self.max_kib / 1024.0)) if self.max_kib else 0
             self.unit_kib = max(child, limit_mb) * 1024
@@ -290,6 +304,8 @@ class _Group(object):
                 raise SizingError("%s: the solo pool runs one task at a time; concurrency must be 1 or 'auto'"
                                   % where)
         self.where = where
+        if self.pool != "prefork":
+            self.child_mb = self.child_source = None
 
     @staticmethod
     def _autoscale(value, where):
@@ -312,6 +328,37 @@ class _Group(object):
         if self.unit_kib == 0:
             return 1
         return int(budget_mb * 1024 // self.unit_kib)
+
+
+def measured_child_mb(name, measured):
+    """MB to plan for one IO-bound prefork child of group `name` from what this host measured, or None.
+
+    `measured`: {"app_kib": RSS of the settings check after loading the app as a worker does, "workers": host_facts'
+    running groups ({name: {"child_peak_kib": ...}}), "child_mb": {name: the size the last run planned}}.
+    """
+    if not measured:
+        return None
+    if not isinstance(measured, Mapping):
+        raise SizingError("measured must be a dict (app_kib, workers, child_mb), got %r" % (measured,))
+    workers = measured.get("workers") or {}
+    recorded = measured.get("child_mb") or {}
+    if not isinstance(workers, Mapping) or not isinstance(recorded, Mapping):
+        raise SizingError("measured workers and child_mb must be dicts keyed by group, got %r" % (measured,))
+    running = workers.get(name) or {}
+    if not isinstance(running, Mapping):
+        raise SizingError("measured workers[%r] must be a dict, got %r" % (name, running))
+    seen = [_number(value, what, minimum=0, integer=True) for value, what in (
+        (measured.get("app_kib"), "measured app_kib"), (running.get("child_peak_kib"), "child_peak_kib of %r" % name))
+        if value not in (None, "")]
+    if not seen or max(seen) == 0:
+        return None
+    step = MEASURED_ROUND_MB
+    size = int(math.ceil(max(seen) * MEASURED_HEADROOM / 1024.0 / step)) * step
+    previous = recorded.get(name)
+    if previous in (None, ""):
+        return size
+    previous = _number(previous, "recorded child_mb of %r" % name, minimum=1, integer=True)
+    return previous if abs(size - previous) <= previous * MEASURED_BAND else size
 
 
 def _costs(costs):
@@ -453,6 +500,8 @@ def _plan(ram, slots, o, groups):
             "concurrency": concurrency,
             "processes": concurrency + 1 if g.pool == "prefork" else 1,
             "max_memory_per_child_kib": max_kib,
+            "child_mb": g.child_mb,
+            "child_source": g.child_source,
             "memory_mb": memory,
             "explicit": g.explicit,
             "autoscale": "%d,%d" % g.autoscale if g.autoscale else None,
@@ -531,7 +580,7 @@ def _minimum_ram(ram, slots, o, groups):
 def memory_plan(resources, worker_groups=None, redis_local=False, redis_share_pct="auto",
                 redis_maxmemory_pct=70, redis_persistence=True, beat=False, flower=False, costs=None,
                 os_reserve_mb="auto", swap_mb="auto", strict=True, redis_maxmemory_bytes="auto",
-                results_expires_s=0):
+                results_expires_s=0, measured=None):
     """One memory plan per host: OS reserve, Redis share/maxmemory, worker concurrency, swap."""
     ram, vcpus, slots = _resources(resources)
     merged = _costs(costs)
@@ -554,7 +603,7 @@ def memory_plan(resources, worker_groups=None, redis_local=False, redis_share_pc
         worker_groups = []
     if isinstance(worker_groups, (str, bytes, Mapping)) or not hasattr(worker_groups, "__iter__"):
         raise SizingError("worker_groups must be a list of dicts, got %r" % (worker_groups,))
-    groups = [_Group(item, i, merged) for i, item in enumerate(worker_groups)]
+    groups = [_Group(item, i, merged, measured) for i, item in enumerate(worker_groups)]
     names = [g.name for g in groups]
     for name in names:
         if names.count(name) > 1:
@@ -644,6 +693,8 @@ def plan_table(plan, resources=None):
             g["pool"], g["workload"], g["concurrency"], " (explicit)" if g.get("explicit") else "", g["processes"])
         if g.get("max_memory_per_child_kib"):
             detail += ", max_memory_per_child %d KiB" % g["max_memory_per_child_kib"]
+        if g.get("child_source") == "measured":
+            detail += ", child %d MB (measured here)" % g["child_mb"]
         lines.append("%-18s %6d MB  %s" % ("worker " + g["name"], g["memory_mb"], detail))
     lines.append("%-18s %6d MB of %d MB, free %d MB" % ("total", plan["total_mb"], plan["ram_mb"], plan["free_mb"]))
     lines.append("%-18s %6d MB  (not counted as memory)" % ("swap", plan["swap_mb"]))

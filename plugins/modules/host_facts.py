@@ -29,6 +29,10 @@ description:
     (C(/etc/passwd), C(/etc/group)) and the zone C(/etc/localtime) links to. They are read once, at the start of
     the play. A role may skip its own call only when this snapshot already shows the state the call would make,
     and must not when the same run changed that state (a unit file rewritten, a package installed).
+  - Also returns each running Celery worker of the P(vpsstack.celery.worker#role) role, a C(celery ... worker)
+    process started with C(--hostname GROUP@...) whose parent is not one, with its pool processes and the
+    largest peak and current RSS among them (C(VmHWM), C(VmRSS) in C(/proc/PID/status)). The plan sizes
+    IO-bound prefork groups from them.
   - When several levels have a limit, the most restrictive one is returned. Values are returned as the
     raw strings the kernel wrote; the P(vpsstack.celery.effective_resources#filter) filter interprets them.
   - Read-only; never reports a change.
@@ -168,6 +172,11 @@ timezone:
   returned: always
   type: str
   sample: Etc/UTC
+workers:
+  description: The running worker groups by name (the part of C(--hostname) before C(@)); empty where none runs.
+  returned: always
+  type: dict
+  sample: {"default": {"pid": 6108, "children": 2, "child_peak_kib": 51200, "child_rss_kib": 43364}}
 """
 
 import os
@@ -364,11 +373,57 @@ def read_timezone(root=None):
     return target.split("zoneinfo/", 1)[1] or None
 
 
+def _status_kib(text, field):
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            parts = line.split()
+            return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    return None
+
+
+def _worker_group(argv):
+    """The group of a worker started as `... celery ... worker --hostname GROUP@HOST ...`, else None."""
+    if "worker" not in argv or not any(os.path.basename(arg) == "celery" for arg in argv[:2]):
+        return None
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg in ("--hostname", "-n") and i + 1 < len(argv) else None
+        if arg.startswith("--hostname="):
+            value = arg.split("=", 1)[1]
+        if value and "@" in value:
+            return value.split("@", 1)[0]
+    return None
+
+
+def read_workers(root=None):
+    """Running worker groups under `root` (default ROOT): {group: {pid, children, child_peak_kib, child_rss_kib}}.
+    A prefork pool process has its parent's command line: the worker is the process whose parent is not a worker."""
+    root = ROOT if root is None else root
+    procs = {}
+    for pid in os.listdir(os.path.join(root, "proc")) if os.path.isdir(os.path.join(root, "proc")) else []:
+        if not pid.isdigit():
+            continue
+        group = _worker_group((_read(os.path.join(root, "proc", pid, "cmdline")) or "").split("\0"))
+        status = _read(os.path.join(root, "proc", pid, "status")) if group is not None else None
+        if status:
+            procs[int(pid)] = (group, _status_kib(status, "PPid"), status)
+    workers = {}
+    for pid, (group, ppid, dummy) in sorted(procs.items()):
+        if ppid in procs:
+            continue
+        children = [status for (dummy, parent, status) in procs.values() if parent == pid]
+        peaks = [_status_kib(status, "VmHWM") or 0 for status in children]
+        current = [_status_kib(status, "VmRSS") or 0 for status in children]
+        workers[group] = {"pid": pid, "children": len(children), "child_peak_kib": max(peaks or [0]),
+                          "child_rss_kib": max(current or [0])}
+    return workers
+
+
 def main():
     module = AnsibleModule(argument_spec={}, supports_check_mode=True)
     module.exit_json(changed=False, cgroup=read_cgroup(), nofile=read_nofile(), hardware=read_hardware(),
                      units=read_units(module),
-                     accounts=read_accounts(), sysctl=read_sysctl(), timezone=read_timezone())
+                     accounts=read_accounts(), sysctl=read_sysctl(), timezone=read_timezone(),
+                     workers=read_workers())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ not go on without.
 - "visibility_timeout": the workers' effective one (the project's, when it asked for more than the role);
 - "key_options": the project's broker_transport_options that rename kombu's Redis keys and channels
   (global_keyprefix, ...): every other client of the broker (Flower, the audit, the watchdog) must use them too;
+- "app_kib": this process's peak RSS after loading the app and the worker's own modules, what a prefork child
+  starts from (the plan sizes IO-bound prefork groups from it);
 - "producer": the project's app loaded as its producers load it (no host settings; with the producer file's
   variables when they source it): its broker and backend (password masked) and what differs from the workers'.
 Usage: python vpsstack_celery_check.py SETTINGS_MODULE APP true|false (producers source the producer file). Run by
@@ -16,6 +18,7 @@ the worker role with the programs' environment (PYTHONPATH, CELERY_CONFIG_MODULE
 import importlib
 import json
 import os
+import resource
 import subprocess
 import sys
 
@@ -91,6 +94,10 @@ def main(settings_module, app_name, producers_use_env_file="false"):
     # `include` and autodiscover_tasks() (Django's fixup runs django.setup() here too). A task module that does
     # not import fails the check, as it would make every program FATAL after the restart.
     app.loader.import_default_modules()
+    # What the worker imports before its pool forks (measured: this process's RSS then came within 3 MB of a fresh
+    # prefork child of the same app).
+    for module in ("celery.apps.worker", "celery.concurrency.prefork"):
+        importlib.import_module(module)
     enforced = importlib.import_module(settings_module).ENFORCED
     conf = app.conf
 
@@ -111,6 +118,7 @@ def main(settings_module, app_name, producers_use_env_file="false"):
         producer_env["CELERY_BROKER_URL"] = enforced["broker_url"]
         if enforced.get("result_backend"):
             producer_env["CELERY_RESULT_BACKEND"] = enforced["result_backend"]
+    app_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     producers = producer_view(app_name, producer_env)
     differences, unset = compare(workers, producers)
     json.dump({
@@ -119,6 +127,7 @@ def main(settings_module, app_name, producers_use_env_file="false"):
         "broker": ping(broker),
         "backend": ping(backend),
         "pickle": pickle_settings(conf),
+        "app_kib": app_kib,
         "visibility_timeout": workers["visibility_timeout"],
         "key_options": {name: value for name, value in (conf.get("broker_transport_options") or {}).items()
                         if name in KEY_OPTIONS},

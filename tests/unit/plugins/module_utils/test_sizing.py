@@ -13,6 +13,7 @@ from ansible_collections.vpsstack.celery.plugins.module_utils import sizing
 from ansible_collections.vpsstack.celery.plugins.module_utils.sizing import (
     SizingError,
     effective_resources,
+    measured_child_mb,
     memory_plan,
     plan_table,
     redis_maxmemory,
@@ -109,14 +110,17 @@ class TestEffectiveResources:
 # ------------------------------------------------------------------ memory_plan: typical VPS sizes
 # ram, vcpus, pool, workload, redis -> (os_reserve, redis maxmemory MB, concurrency, max_memory_per_child_kib)
 TABLE = [
-    (512, 1, "prefork", "io", True, (102, 35, 2, 109 * 1024)),
-    (512, 1, "prefork", "io", False, (102, 0, 2, 160 * 1024)),
-    (1024, 1, "prefork", "io", True, (204, 72, 2, 200 * 1024)),
+    (512, 1, "prefork", "mixed", True, (102, 35, 2, 109 * 1024)),
+    (512, 1, "prefork", "mixed", False, (102, 0, 2, 160 * 1024)),
+    (1024, 1, "prefork", "mixed", True, (204, 72, 2, 200 * 1024)),
     (1024, 1, "prefork", "cpu", True, (204, 72, 1, 200 * 1024)),
-    (2048, 2, "prefork", "io", True, (300, 153, 4, 200 * 1024)),
+    (2048, 2, "prefork", "mixed", True, (300, 153, 4, 200 * 1024)),
     (4096, 2, "prefork", "cpu", False, (300, 0, 2, 200 * 1024)),
-    (8192, 4, "prefork", "io", True, (300, 690, 8, 200 * 1024)),
+    (8192, 4, "prefork", "mixed", True, (300, 690, 8, 200 * 1024)),
     (16384, 8, "prefork", "cpu", True, (300, 1407, 8, 200 * 1024)),
+    # io: up to 8 children per CPU slot, memory binds (no measurement: children at the costs' 100 MB).
+    (1024, 1, "prefork", "io", True, (204, 72, 5, 105 * 1024)),
+    (2048, 2, "prefork", "io", True, (300, 153, 12, 101 * 1024)),
     (1024, 1, "gevent", "io", True, (204, 72, 100, None)),
     (16384, 8, "gevent", "io", False, (300, 0, 100, None)),
 ]
@@ -323,7 +327,7 @@ def test_extra_keys_of_worker_groups_are_ignored():
     plan = memory_plan(res(1024), [group(queues=["a", "b"], extra_args="-O fair", state="started")])
     assert set(plan["worker_groups"][0]) == {
         "name", "pool", "workload", "concurrency", "processes",
-        "max_memory_per_child_kib", "memory_mb", "explicit", "autoscale",
+        "max_memory_per_child_kib", "memory_mb", "explicit", "autoscale", "child_mb", "child_source",
     }
 
 
@@ -394,6 +398,13 @@ def test_never_fits():
     ({"worker_groups": [{"pool": "prefork"}]}, r"worker_groups\[0\] needs a non-empty 'name'"),
     ({"worker_groups": [group(), group()]}, "used more than once"),
     ({"worker_groups": "default"}, "list of dicts"),
+    ({"worker_groups": [group(workload="io")], "measured": "41000"}, "measured must be a dict"),
+    ({"worker_groups": [group(workload="io")], "measured": {"app_kib": "lots"}}, "measured app_kib must be a number"),
+    ({"worker_groups": [group(workload="io")], "measured": {"app_kib": -1}}, "app_kib must be at least 0"),
+    ({"worker_groups": [group(workload="io")], "measured": {"workers": [1]}}, "keyed by group"),
+    ({"worker_groups": [group(workload="io")], "measured": {"workers": {"default": 5}}}, r"workers\['default'\]"),
+    ({"worker_groups": [group(workload="io")], "measured": {"app_kib": 40000, "child_mb": {"default": 0}}},
+     "recorded child_mb of 'default' must be at least 1"),
     ({"worker_groups": ["default"]}, "must be a dict"),
     ({"redis_share_pct": 0}, "redis_share_pct"),
     ({"redis_share_pct": "half"}, "redis_share_pct.*'half'"),
@@ -505,7 +516,7 @@ def test_property_plan_never_exceeds_ram_and_concurrency_positive(ram, vcpus, gr
         assert g["concurrency"] >= 1
         if g["pool"] == "prefork":
             assert g["max_memory_per_child_kib"] >= (g.get("child_mb") or 0) * 1024
-            assert g["concurrency"] <= max(1, int(vcpus + 1e-9)) * 2
+            assert g["concurrency"] <= max(1, int(vcpus + 1e-9)) * sizing.PREFORK_PER_SLOT[g["workload"]]
         else:
             assert g["max_memory_per_child_kib"] is None
 
@@ -569,3 +580,57 @@ def test_sizing_table_in_sync(doc):
     out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "sizing-table.py"), "--check", path],
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
+
+
+# ------------------------------------------------------------------ measured IO-bound prefork children
+APP_KIB = 41000  # the settings check of the bench app: 40 MiB (a fresh child of it: 43 MiB)
+
+
+@pytest.mark.parametrize("measured,expected", [
+    (None, None),
+    ({}, None),
+    ({"app_kib": None, "workers": {}}, None),
+    ({"app_kib": 0}, None),
+    ({"app_kib": APP_KIB}, 56),  # 40 MiB x 1.25 = 50, rounded up to 8 MB
+    ({"app_kib": "41000"}, 56),  # from a fact file: a string
+    ({"workers": {"default": {"child_peak_kib": 60000}}}, 80),  # a running child's peak counts without a check
+    ({"app_kib": APP_KIB, "workers": {"default": {"child_peak_kib": 44744}}}, 56),  # the larger of the two
+    ({"app_kib": APP_KIB, "workers": {"other": {"child_peak_kib": 900000}}}, 56),  # another group's children
+    ({"app_kib": APP_KIB, "child_mb": {"default": 64}}, 64),  # within 25 %: the recorded size stays
+    ({"app_kib": APP_KIB, "child_mb": {"default": 48}}, 48),
+    ({"app_kib": APP_KIB, "child_mb": {"default": 80}}, 56),  # more than 25 % smaller now: shrinks
+    ({"app_kib": APP_KIB, "child_mb": {"default": 40}}, 56),  # more than 25 % larger now: grows
+])
+def test_measured_child_mb(measured, expected):
+    assert measured_child_mb("default", measured) == expected
+
+
+def test_measured_children_size_io_prefork_groups_only():
+    measured = {"app_kib": APP_KIB}
+    groups = [group(name="io", workload="io"), group(name="mixed"), group(name="given", workload="io", child_mb=90),
+              group(name="greenlets", pool="gevent")]
+    plan = memory_plan(res(4096, 2), groups, redis_local=True, measured=measured)
+    by_name = {g["name"]: g for g in plan["worker_groups"]}
+    assert (by_name["io"]["child_mb"], by_name["io"]["child_source"]) == (56, "measured")
+    assert (by_name["mixed"]["child_mb"], by_name["mixed"]["child_source"]) == (100, "costs")
+    assert (by_name["given"]["child_mb"], by_name["given"]["child_source"]) == (90, "child_mb")
+    assert (by_name["greenlets"]["child_mb"], by_name["greenlets"]["child_source"]) == (None, None)
+    assert "child 56 MB (measured here)" in "\n".join(plan_table(plan))
+
+
+def test_measured_children_raise_io_concurrency_and_keep_the_recycle_limit_above_them():
+    """1 GB / 1 vCPU with Redis and Flower (the README's one-VPS stack): 5 children at the costs' 100 MB, 7 at the
+    56 MB the bench app measures; each child is recycled past its share, never below its planned size."""
+    before = memory_plan(res(1024, 1), [group(workload="io")], redis_local=True, flower=True)["worker_groups"][0]
+    after = memory_plan(res(1024, 1), [group(workload="io")], redis_local=True, flower=True,
+                        measured={"app_kib": APP_KIB})["worker_groups"][0]
+    assert (before["concurrency"], after["concurrency"]) == (4, 7)
+    assert 56 * 1024 <= after["max_memory_per_child_kib"] <= 2 * 56 * 1024
+    # Never more children than 8 per CPU slot, however small they are.
+    tiny = memory_plan(res(16384, 2), [group(workload="io")], measured={"app_kib": 10000})["worker_groups"][0]
+    assert tiny["concurrency"] == 16
+
+
+def test_default_workload_is_mixed_for_prefork_and_io_for_greenlets():
+    plan = memory_plan(res(4096, 2), [group(name="a"), group(name="b", pool="gevent")])
+    assert [g["workload"] for g in plan["worker_groups"]] == ["mixed", "io"]

@@ -258,3 +258,32 @@ def test_hardware_feeds_effective_resources_like_the_facts():
     cgroup = {"version": 2, "memory_limit": "1073741824", "cpu_quota": "100000", "cpu_period": "100000"}
     resources = effective_resources({"memtotal_mb": 24031, "processor_vcpus": 2}, cgroup)
     assert (resources["ram_mb"], resources["vcpus"], resources["ram_source"]) == (1024, 1.0, "cgroup")
+
+
+def proc_entry(pid, ppid, argv, hwm, rss):
+    return {"proc/%d/cmdline" % pid: "\0".join(argv),
+            "proc/%d/status" % pid: "Name:\tcelery\nPPid:\t%d\nVmHWM:\t  %d kB\nVmRSS:\t  %d kB" % (ppid, hwm, rss)}
+
+
+def test_workers_are_the_worker_processes_and_their_pool_children(tmp_path):
+    worker = ["/opt/celery/venv/bin/python3", "/opt/celery/venv/bin/celery", "-A", "app", "worker",
+              "--hostname", "default@%h", "--concurrency", "2"]
+    gevent = ["/opt/celery/venv/bin/celery", "-A", "app", "worker", "--hostname=io@%h", "--pool", "gevent"]
+    files = {}
+    for entry in (proc_entry(100, 1, worker, 51000, 47000), proc_entry(101, 100, worker, 44700, 43400),
+                  proc_entry(102, 100, worker, 61000, 43500), proc_entry(200, 1, gevent, 56000, 55000),
+                  # Not ours: Flower, a stock worker without --hostname, a shell that mentions celery.
+                  proc_entry(300, 1, ["/opt/flower/venv/bin/celery", "-A", "app", "flower"], 60000, 60000),
+                  proc_entry(301, 1, ["/opt/x/bin/celery", "-A", "app", "worker"], 70000, 70000),
+                  proc_entry(302, 1, ["bash", "-c", "celery worker --hostname a@b"], 3000, 3000)):
+        files.update(entry)
+    files["proc/self/status"] = "PPid:\t1"
+    workers = host_facts.read_workers(tree(tmp_path, files))
+    assert workers == {
+        "default": {"pid": 100, "children": 2, "child_peak_kib": 61000, "child_rss_kib": 43500},
+        "io": {"pid": 200, "children": 0, "child_peak_kib": 0, "child_rss_kib": 0},
+    }
+
+
+def test_workers_without_proc_are_none(tmp_path):
+    assert host_facts.read_workers(str(tmp_path)) == {}
