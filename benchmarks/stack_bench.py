@@ -9,7 +9,8 @@ Starts its own containers (vpsstack-bench-*, 1 GB / 1 vCPU, or 2 GB / 2 vCPU wit
   extra/supervisord/celeryd.conf, default settings;
 - stock-gevent: the same, hand-tuned as a person would: -P gevent -c 200 --prefetch-multiplier=1;
 - collection: playbooks/site.yml over the podman connection, redis + workers + flower on one host, the defaults;
-- collection-io: the same with the worker group declared IO-bound (workload: io, prefork);
+- collection-io: the same with the worker group declared IO-bound (workload: io, prefork: children sized from the
+  app the settings check measured);
 - collection-gevent: the same with pool: gevent;
 - web: the producer's host, a venv with celery[redis] and the app, never inside a worker's cgroup.
 The same app (benchmarks/bench_app) runs on each stack; the producer in the web container sends to the stack's
@@ -829,8 +830,7 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes), output under .build/bench")
     parser.add_argument("--repeat", type=int, default=None, help="repeats per workload (default 3; quick 1)")
     parser.add_argument("--big", action="store_true", help="2 GB / 2 vCPU containers instead of 1 GB / 1 vCPU")
-    # collection-io is the same plan as collection (the default group's workload is io): not run by default.
-    parser.add_argument("--variants", default="stock,stock-gevent,collection,collection-gevent")
+    parser.add_argument("--variants", default="stock,stock-gevent,collection,collection-io,collection-gevent")
     parser.add_argument("--flower", default="both", choices=["both", "on", "off", "all"],
                         help="measure the collection stacks with Flower running, stopped (task events off), both "
                              "(default), or all: also Flower stopped with the events left on")
