@@ -100,8 +100,8 @@ def test_v1_runs_from_a_release_behind_the_link(host):
 
 def test_io_group_runs_the_children_its_measured_app_leaves_room_for(host):
     """The settings check measured the app (app_kib); the same converge sized the IO-bound group from it instead
-    of the costs' 100 MB per child (4 children on this 1 GB host with Redis and beat, the README's sizing table),
-    and every child stays below its recycle limit."""
+    of the costs' 100 MB per child (465 MB for children on this 1 GB host with Redis and beat: 4 of those), and
+    every child stays below its recycle limit."""
     fact = json.loads(host.file("/etc/ansible/facts.d/vpsstack_worker.fact").content_string)
     child_mb = fact["child_mb"]["default"]
     assert 0 < fact["app_kib"] < child_mb * 1024
