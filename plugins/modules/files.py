@@ -149,6 +149,12 @@ changed_files:
   type: list
   elements: str
   sample: [/etc/app/settings.py]
+mtimes:
+  description: When each listed path that exists last changed (C(st_mtime) of the path itself, seconds since the
+    epoch), after the call. A process that started before a file it reads changed still runs the old one.
+  returned: always
+  type: dict
+  sample: {/etc/app/settings.py: 1796554400.37}
 """
 
 import glob
@@ -359,7 +365,12 @@ def main():
         for path in sorted(glob.glob(pattern)):
             if path not in listed and ensure_absent(module, {"dest": path}, diffs):
                 changed_files.append(path)
-    result = {"changed": bool(changed_files), "changed_files": changed_files}
+    result = {"changed": bool(changed_files), "changed_files": changed_files, "mtimes": {}}
+    for path in sorted(listed):
+        try:
+            result["mtimes"][path] = round(os.lstat(path).st_mtime, 2)
+        except OSError:
+            pass
     if module._diff:
         result["diff"] = diffs
     module.exit_json(**result)

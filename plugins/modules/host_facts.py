@@ -176,7 +176,14 @@ workers:
   description: The running worker groups by name (the part of C(--hostname) before C(@)); empty where none runs.
   returned: always
   type: dict
-  sample: {"default": {"pid": 6108, "children": 2, "child_peak_kib": 51200, "child_rss_kib": 43364}}
+  sample: {"default": {"pid": 6108, "children": 2, "child_peak_kib": 51200, "child_rss_kib": 43364,
+                        "started": 1796554400.37}}
+  contains:
+    started:
+      description: When the worker process started, in seconds since the epoch (C(btime) of C(/proc/stat) plus
+        the process's start in clock ticks, so within a second); null when unreadable. A worker that started
+        before a file it reads last changed still runs the old file.
+      type: float
 """
 
 import os
@@ -394,8 +401,20 @@ def _worker_group(argv):
     return None
 
 
+def _started(root, pid):
+    """Seconds since the epoch at which `pid` started, or None: /proc/stat's btime + field 22 of /proc/PID/stat."""
+    boot = [line.split()[1] for line in (_read(os.path.join(root, "proc", "stat")) or "").splitlines()
+            if line.startswith("btime ") and len(line.split()) > 1]
+    stat = _read(os.path.join(root, "proc", str(pid), "stat")) or ""
+    fields = stat[stat.rfind(")") + 1:].split()  # the command name in parentheses may hold spaces
+    if not boot or len(fields) < 20 or not boot[0].isdigit() or not fields[19].isdigit():
+        return None
+    return round(int(boot[0]) + int(fields[19]) / float(os.sysconf("SC_CLK_TCK")), 2)
+
+
 def read_workers(root=None):
-    """Running worker groups under `root` (default ROOT): {group: {pid, children, child_peak_kib, child_rss_kib}}.
+    """Running worker groups under `root` (default ROOT):
+    {group: {pid, children, child_peak_kib, child_rss_kib, started}}.
     A prefork pool process has its parent's command line: the worker is the process whose parent is not a worker."""
     root = ROOT if root is None else root
     procs = {}
@@ -414,7 +433,7 @@ def read_workers(root=None):
         peaks = [_status_kib(status, "VmHWM") or 0 for status in children]
         current = [_status_kib(status, "VmRSS") or 0 for status in children]
         workers[group] = {"pid": pid, "children": len(children), "child_peak_kib": max(peaks or [0]),
-                          "child_rss_kib": max(current or [0])}
+                          "child_rss_kib": max(current or [0]), "started": _started(root, pid)}
     return workers
 
 

@@ -42,11 +42,12 @@ def deploy_argv(*extra, check=False):
 
 
 def outcome(proc, stdout, stderr):
+    """(rc, the host's stats with the names of the tasks that changed, the output's tail)."""
     try:
         stats = json.loads(stdout)["stats"].get("vpsstack-deploy", {})
     except (ValueError, KeyError):
         stats = {}
-    return proc.returncode, stats, stdout[-6000:] + stderr[-3000:]
+    return proc.returncode, dict(stats, changed_tasks=changed_tasks(stdout)), stdout[-6000:] + stderr[-3000:]
 
 
 def deploy(*extra, check=False):
@@ -181,16 +182,28 @@ def test_rollback_to_a_release_that_is_not_kept_fails_and_changes_nothing(host):
     assert pids(host) == before
 
 
+def test_a_restart_an_interrupted_run_never_made_happens_on_the_next_run(host):
+    # What a deploy leaves when it fails or is stopped after it switched the release link and wrote a program file,
+    # before its handlers: both newer than the running programs, and nothing left for the next run to change.
+    before = pids(host)
+    host.check_output(f"touch -h {APP} /etc/supervisor/conf.d/celery-default.conf")
+    stale = "vpsstack.celery.worker : Restart the programs that started before their files last changed"
+    rc, stats, _seconds, output = deploy(check=True)
+    assert rc == 0, output
+    assert stats["changed_tasks"] == [stale] and pids(host) == before
+    rc, stats, _seconds, output = deploy()
+    assert rc == 0, output
+    assert stale in stats["changed_tasks"], stats
+    assert not set(pids(host)) & set(before)  # every program restarted
+
+
 def test_unchanged_source_changes_nothing(host):
-    # The inventory's source is v1, the release in use: a check run and a real run both report nothing to do.
+    # The inventory's source is v1, the release in use, and the programs restarted after their files changed: a
+    # check run reports nothing to do (a real no-op run: test_what_the_release_leaves_out_neither_ships_nor_restarts).
     before = pids(host)
     rc, stats, _seconds, output = deploy(check=True)
     assert rc == 0, output
-    assert stats.get("changed") == 0, changed_tasks(output)
-    rc, stats, seconds, output = deploy()
-    assert rc == 0, output
-    print(f"\nno-op deploy: {seconds:.0f} s")
-    assert stats.get("changed") == 0, changed_tasks(output)
+    assert stats.get("changed") == 0, stats["changed_tasks"]
     assert pids(host) == before
     assert current(host) == RELEASES + "/" + SEEN["v1"]
 
@@ -288,6 +301,6 @@ def test_what_the_release_leaves_out_neither_ships_nor_restarts(host, tmp_path):
     (src / ".git" / "FETCH_HEAD").write_text("abc\tbranch 'main'\n")
     moved = pids(host)
     rc, stats, _seconds, output = deploy("-e", f"worker_app_src={src}/")
-    assert rc == 0 and stats.get("changed") == 0, changed_tasks(output)
+    assert rc == 0 and stats.get("changed") == 0, stats["changed_tasks"]
     assert pids(host) == moved and current(host) == target and moved != before
     # This release stays current for test_poison.py: a copy of v1, it carries the poison task.

@@ -40,6 +40,19 @@ def test_writes_new_file_then_reports_no_change(tmp_path, capsys):
     assert second["changed"] is False and second["changed_files"] == []
 
 
+def test_reports_when_each_listed_path_last_changed(tmp_path, capsys):
+    kept, gone = str(tmp_path / "kept.conf"), str(tmp_path / "gone.conf")
+    with open(kept, "w") as handle:
+        handle.write("x = 1\n")
+    os.utime(kept, (1700000000.5, 1700000000.5))
+    entry = {"dest": kept, "content": "x = 1\n", "owner": ME, "group": MY_GROUP, "mode": mode_of(kept)}
+    result = run(capsys, [entry, {"dest": gone, "state": "absent"}])
+    # An unchanged file keeps its time (what a process that read it compares with); an absent path has none.
+    assert result["changed"] is False and result["mtimes"] == {kept: 1700000000.5}
+    entry["content"] = "x = 2\n"
+    assert run(capsys, [entry])["mtimes"][kept] > 1700000000.5
+
+
 def test_only_the_differing_file_changes(tmp_path, capsys):
     same, other = str(tmp_path / "same"), str(tmp_path / "other")
     for path in (same, other):

@@ -260,8 +260,10 @@ def test_hardware_feeds_effective_resources_like_the_facts():
     assert (resources["ram_mb"], resources["vcpus"], resources["ram_source"]) == (1024, 1.0, "cgroup")
 
 
-def proc_entry(pid, ppid, argv, hwm, rss):
-    return {"proc/%d/cmdline" % pid: "\0".join(argv),
+def proc_entry(pid, ppid, argv, hwm, rss, start_ticks=4200):
+    # /proc/PID/stat: the command name (here with a space and a parenthesis) then field 3 on; field 22 the start.
+    stat = "%d (celery (x) w) S %d " % (pid, ppid) + " ".join(["0"] * 17) + " %d 0 0" % start_ticks
+    return {"proc/%d/cmdline" % pid: "\0".join(argv), "proc/%d/stat" % pid: stat,
             "proc/%d/status" % pid: "Name:\tcelery\nPPid:\t%d\nVmHWM:\t  %d kB\nVmRSS:\t  %d kB" % (ppid, hwm, rss)}
 
 
@@ -278,10 +280,13 @@ def test_workers_are_the_worker_processes_and_their_pool_children(tmp_path):
                   proc_entry(302, 1, ["bash", "-c", "celery worker --hostname a@b"], 3000, 3000)):
         files.update(entry)
     files["proc/self/status"] = "PPid:\t1"
+    files["proc/stat"] = "cpu  1 2 3\nbtime 1796550000\nprocesses 9"
+    files["proc/200/stat"] = "200 (celery) S 1"  # cut short: no start time
     workers = host_facts.read_workers(tree(tmp_path, files))
+    started = 1796550000 + 4200 / float(os.sysconf("SC_CLK_TCK"))
     assert workers == {
-        "default": {"pid": 100, "children": 2, "child_peak_kib": 61000, "child_rss_kib": 43500},
-        "io": {"pid": 200, "children": 0, "child_peak_kib": 0, "child_rss_kib": 0},
+        "default": {"pid": 100, "children": 2, "child_peak_kib": 61000, "child_rss_kib": 43500, "started": started},
+        "io": {"pid": 200, "children": 0, "child_peak_kib": 0, "child_rss_kib": 0, "started": None},
     }
 
 
