@@ -177,13 +177,17 @@ workers:
   returned: always
   type: dict
   sample: {"default": {"pid": 6108, "children": 2, "child_peak_kib": 51200, "child_rss_kib": 43364,
-                        "started": 1796554400.37}}
+                        "started": 1796554400.37, "nofile": 65535}}
   contains:
     started:
       description: When the worker process started, in seconds since the epoch (C(btime) of C(/proc/stat) plus
         the process's start in clock ticks, so within a second); null when unreadable. A worker that started
         before a file it reads last changed still runs the old file.
       type: float
+    nofile:
+      description: The worker process's soft open-file limit (C(Max open files) of C(/proc/PID/limits)), what its
+        pool children inherit; null when unreadable.
+      type: int
 """
 
 import os
@@ -412,9 +416,18 @@ def _started(root, pid):
     return round(int(boot[0]) + int(fields[19]) / float(os.sysconf("SC_CLK_TCK")), 2)
 
 
+def _nofile(root, pid):
+    """The soft open-file limit of `pid`, or None."""
+    for line in (_read(os.path.join(root, "proc", str(pid), "limits")) or "").splitlines():
+        fields = line.split()
+        if line.startswith("Max open files") and len(fields) > 3:
+            return int(fields[3]) if fields[3].isdigit() else None
+    return None
+
+
 def read_workers(root=None):
     """Running worker groups under `root` (default ROOT):
-    {group: {pid, children, child_peak_kib, child_rss_kib, started}}.
+    {group: {pid, children, child_peak_kib, child_rss_kib, started, nofile}}.
     A prefork pool process has its parent's command line: the worker is the process whose parent is not a worker."""
     root = ROOT if root is None else root
     procs = {}
@@ -433,7 +446,8 @@ def read_workers(root=None):
         peaks = [_status_kib(status, "VmHWM") or 0 for status in children]
         current = [_status_kib(status, "VmRSS") or 0 for status in children]
         workers[group] = {"pid": pid, "children": len(children), "child_peak_kib": max(peaks or [0]),
-                          "child_rss_kib": max(current or [0]), "started": _started(root, pid)}
+                          "child_rss_kib": max(current or [0]), "started": _started(root, pid),
+                          "nofile": _nofile(root, pid)}
     return workers
 
 

@@ -197,6 +197,25 @@ def test_a_restart_an_interrupted_run_never_made_happens_on_the_next_run(host):
     assert not set(pids(host)) & set(before)  # every program restarted
 
 
+def open_files(host, pid):
+    return int(host.check_output(f"awk '/^Max open files/ {{print $4}}' /proc/{pid}/limits"))
+
+
+def test_a_worker_running_with_another_open_file_limit_gets_the_hosts_again(host):
+    # What a run leaves when it fails after it changed the limit, before supervisor restarted: workers on the old
+    # one. The worker's own user may lower its soft limit (prlimit(2)); a deploy run restarts supervisor.
+    pid = host.check_output("supervisorctl pid celery-default")
+    limit = open_files(host, pid)
+    host.check_output(f"runuser -u celery -- prlimit --pid {pid} --nofile=1024:")
+    assert open_files(host, pid) == 1024
+    rc, stats, _seconds, output = deploy()
+    assert rc == 0, output
+    drift = "vpsstack.celery.worker : Restart supervisor for workers that run with another open-file limit"
+    assert drift in stats["changed_tasks"], stats
+    restarted = host.check_output("supervisorctl pid celery-default")
+    assert restarted != pid and open_files(host, restarted) == limit
+
+
 def test_unchanged_source_changes_nothing(host):
     # The inventory's source is v1, the release in use, and the programs restarted after their files changed: a
     # check run reports nothing to do (a real no-op run: test_what_the_release_leaves_out_neither_ships_nor_restarts).

@@ -282,11 +282,15 @@ def test_workers_are_the_worker_processes_and_their_pool_children(tmp_path):
     files["proc/self/status"] = "PPid:\t1"
     files["proc/stat"] = "cpu  1 2 3\nbtime 1796550000\nprocesses 9"
     files["proc/200/stat"] = "200 (celery) S 1"  # cut short: no start time
+    files["proc/100/limits"] = ("Limit                     Soft Limit           Hard Limit           Units\n"
+                                "Max open files            65535                65535                files\n")
     workers = host_facts.read_workers(tree(tmp_path, files))
     started = 1796550000 + 4200 / float(os.sysconf("SC_CLK_TCK"))
     assert workers == {
-        "default": {"pid": 100, "children": 2, "child_peak_kib": 61000, "child_rss_kib": 43500, "started": started},
-        "io": {"pid": 200, "children": 0, "child_peak_kib": 0, "child_rss_kib": 0, "started": None},
+        "default": {"pid": 100, "children": 2, "child_peak_kib": 61000, "child_rss_kib": 43500, "started": started,
+                    "nofile": 65535},
+        "io": {"pid": 200, "children": 0, "child_peak_kib": 0, "child_rss_kib": 0, "started": None,
+               "nofile": None},
     }
 
 
