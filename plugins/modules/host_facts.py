@@ -188,6 +188,13 @@ workers:
       description: The worker process's soft open-file limit (C(Max open files) of C(/proc/PID/limits)), what its
         pool children inherit; null when unreadable.
       type: int
+started:
+  description: When the main process of C(redis-server.service) started, in seconds since the epoch as in
+    C(workers); absent when the unit does not run. A server that started before a restart-only setting last
+    changed still runs the old one.
+  returned: always
+  type: dict
+  sample: {"redis-server.service": 1796554400.37}
 """
 
 import os
@@ -451,12 +458,35 @@ def read_workers(root=None):
     return workers
 
 
+def read_service_starts(units, root=None):
+    """{unit: seconds since the epoch at which its main process started} for the `units` that run (their processes
+    named in /proc/PID/cgroup); the main process is the one whose parent is outside the unit (a Redis BGSAVE child
+    is inside it)."""
+    root = ROOT if root is None else root
+    members = {}
+    for pid in os.listdir(os.path.join(root, "proc")) if os.path.isdir(os.path.join(root, "proc")) else []:
+        if not pid.isdigit():
+            continue
+        for line in (_read(os.path.join(root, "proc", pid, "cgroup")) or "").splitlines():
+            unit = line.rsplit("/", 1)[-1]
+            if unit in units:
+                status = _read(os.path.join(root, "proc", pid, "status")) or ""
+                members.setdefault(unit, {})[int(pid)] = _status_kib(status, "PPid")
+                break
+    starts = {}
+    for unit, processes in members.items():
+        main = sorted(pid for pid, ppid in processes.items() if ppid not in processes)
+        if main:
+            starts[unit] = _started(root, main[0])
+    return starts
+
+
 def main():
     module = AnsibleModule(argument_spec={}, supports_check_mode=True)
     module.exit_json(changed=False, cgroup=read_cgroup(), nofile=read_nofile(), hardware=read_hardware(),
                      units=read_units(module),
                      accounts=read_accounts(), sysctl=read_sysctl(), timezone=read_timezone(),
-                     workers=read_workers())
+                     workers=read_workers(), started=read_service_starts(("redis-server.service",)))
 
 
 if __name__ == "__main__":

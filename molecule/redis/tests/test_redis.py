@@ -148,6 +148,13 @@ def test_aof_is_never_switched_on_in_a_dir_redis_does_not_run_from(host, hv):
     assert config_get(host, hv, "appendonly") == "yes"
 
 
+def test_a_restart_an_interrupted_run_never_made_happens_on_the_next_run(host):
+    """side_effect.yml: restart.conf newer than the server (a run stopped before its restart), then the role."""
+    rec = record(host, "stale")
+    assert rec["stale_files"] == ["/etc/redis/redis.d/restart.conf"], rec
+    assert rec["run_id_before"] != rec["run_id_after"], rec
+
+
 def test_config_files_are_private(host):
     for path in ("/etc/redis/redis.conf", "/etc/redis/redis.d/restart.conf",
                  "/etc/redis/redis.d/runtime.conf", "/etc/redis/redis.d/users.conf"):

@@ -296,3 +296,23 @@ def test_workers_are_the_worker_processes_and_their_pool_children(tmp_path):
 
 def test_workers_without_proc_are_none(tmp_path):
     assert host_facts.read_workers(str(tmp_path)) == {}
+
+
+def test_service_starts_are_the_main_process_of_each_unit(tmp_path):
+    def process(pid, ppid, cgroup, ticks):
+        return {"proc/%d/cgroup" % pid: cgroup, "proc/%d/status" % pid: "Name:\tredis-server\nPPid:\t%d" % ppid,
+                "proc/%d/stat" % pid: "%d (redis-server) S %d " % (pid, ppid) + " ".join(["0"] * 17) + " %d 0" % ticks}
+    files = {"proc/stat": "btime 1796550000"}
+    for entry in (process(40, 1, "0::/system.slice/redis-server.service", 500),
+                  # A BGSAVE child, in the unit, started later.
+                  process(41, 40, "0::/system.slice/redis-server.service", 900),
+                  # Another Redis of the user's, in a unit of its own; a cgroup v1 host's lines.
+                  process(50, 1, "0::/system.slice/redis-server@cache.service", 100),
+                  process(60, 1, "12:pids:/system.slice/supervisor.service\n1:name=systemd:/system.slice/"
+                                 "supervisor.service", 200)):
+        files.update(entry)
+    starts = host_facts.read_service_starts(("redis-server.service", "supervisor.service"), tree(tmp_path, files))
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    assert starts == {"redis-server.service": round(1796550000 + 500 * tick, 2),
+                      "supervisor.service": round(1796550000 + 200 * tick, 2)}
+    assert host_facts.read_service_starts(("redis-server.service",), str(tmp_path / "none")) == {}

@@ -1,6 +1,7 @@
-"""The worker role's worker_stale_programs and worker_nofile_drift (roles/worker/vars/main.yml), evaluated by
-ansible-playbook on localhost from the role's own vars file, case by case: what a run that failed before its
-handlers leaves behind, and what it must not mistake for that."""
+"""The worker role's worker_stale_programs and worker_nofile_drift (roles/worker/vars/main.yml) and the redis role's
+redis_stale_files (roles/redis/vars/main.yml), evaluated by ansible-playbook on localhost from each role's own vars
+file, case by case: what a run that failed before its handlers leaves behind, and what it must not mistake for
+that."""
 from __future__ import annotations
 
 import json
@@ -42,9 +43,10 @@ CASES = {
     "within the margin": ({"worker_settings_files": {"changed_files": [], "mtimes": {SETTINGS: STARTED + 1.5}}},
                           [], []),
     # One group's program file: that group only.
-    "program file newer": ({"worker_program_files": {"changed_files": [], "mtimes": {CONF % "default": STARTED + 9,
-                                                                                      CONF % "io": STARTED - 9}}},
-                           ["celery-default"], []),
+    "program file newer": (
+        {"worker_program_files": {"changed_files": [], "mtimes": {CONF % "default": STARTED + 9,
+                                                                  CONF % "io": STARTED - 9}}},
+        ["celery-default"], []),
     "link newer": ({"worker_app_dir_stat": {"stat": {"islnk": True, "mtime": STARTED + 20}}}, ["celery-default"], []),
     "link switched now": ({"worker_app_dir_stat": {"stat": {"islnk": True, "mtime": STARTED + 20}},
                            "worker_app_link": {"changed": True}}, [], []),
@@ -62,11 +64,39 @@ CASES = {
     "lower limit": ({"plan_host": {"workers": {"default": {"started": STARTED, "nofile": 1024}}}},
                     [], ["celery-default runs with 1024"]),
 }
+RESTART_CONF, RUNTIME_CONF = "/etc/redis/redis.d/restart.conf", "/etc/redis/redis.d/runtime.conf"
+DROP_IN = "/etc/systemd/system/redis-server.service.d/vpsstack.conf"
+REDIS_BASE = {
+    "plan_host": {"started": {"redis-server.service": STARTED}},
+    "redis_settings_files": {"changed_files": [], "mtimes": {RESTART_CONF: STARTED - 60, RUNTIME_CONF: STARTED - 60}},
+    "redis_unit_files": {"changed_files": [], "mtimes": {DROP_IN: STARTED - 60}},
+}
+REDIS_CASES = {
+    "redis converged": ({}, []),
+    "restart.conf newer": ({"redis_settings_files": {"changed_files": [], "mtimes": {RESTART_CONF: STARTED + 30}}},
+                           [RESTART_CONF]),
+    "restart.conf written now": ({"redis_settings_files": {"changed_files": [RESTART_CONF],
+                                                           "mtimes": {RESTART_CONF: STARTED + 30}}}, []),
+    # Applied with CONFIG SET, never by a restart: newer than the server whenever it changed.
+    "runtime.conf newer": ({"redis_settings_files": {"changed_files": [], "mtimes": {RUNTIME_CONF: STARTED + 30}}},
+                           []),
+    "drop-in newer": ({"redis_unit_files": {"changed_files": [], "mtimes": {DROP_IN: STARTED + 30}}}, [DROP_IN]),
+    "redis not running": ({"plan_host": {"started": {}}}, []),
+    "redis nothing rendered": ({"redis_settings_files": None, "redis_unit_files": None}, []),
+}
+
+
+def case_vars(base, overrides):
+    return {key: value for key, value in dict(base, **overrides).items() if value is not None}
+
+
 PLAY = [{"hosts": "localhost", "gather_facts": False, "vars_files": [role_path("worker", "vars", "main.yml")],
          "tasks": [{"name": name, "ansible.builtin.debug": {
              "msg": "{{ {'stale': worker_stale_programs, 'drift': worker_nofile_drift} | to_json }}"},
-             "vars": {key: value for key, value in dict(BASE, **overrides).items() if value is not None}}
-             for name, (overrides, _stale, _drift) in CASES.items()]}]
+             "vars": case_vars(BASE, overrides)} for name, (overrides, _stale, _drift) in CASES.items()]},
+        {"hosts": "localhost", "gather_facts": False, "vars_files": [role_path("redis", "vars", "main.yml")],
+         "tasks": [{"name": name, "ansible.builtin.debug": {"msg": "{{ redis_stale_files | to_json }}"},
+                    "vars": case_vars(REDIS_BASE, overrides)} for name, (overrides, _stale) in REDIS_CASES.items()]}]
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +109,16 @@ def results(tmp_path_factory):
                            "ansible_python_interpreter=" + sys.executable, str(play)],
                           capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
-    return {t["task"]["name"]: json.loads(t["hosts"]["localhost"]["msg"]) for t in tasks}
+    plays = json.loads(proc.stdout)["plays"]
+    return {t["task"]["name"]: json.loads(t["hosts"]["localhost"]["msg"]) for p in plays for t in p["tasks"]}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_what_counts_as_a_restart_a_run_left_pending(results, case):
     _overrides, stale, drift = CASES[case]
     assert results[case] == {"stale": stale, "drift": drift}
+
+
+@pytest.mark.parametrize("case", sorted(REDIS_CASES))
+def test_what_counts_as_a_redis_restart_a_run_left_pending(results, case):
+    assert results[case] == REDIS_CASES[case][1]
