@@ -570,6 +570,8 @@ ABLATIONS = [
     ("warning", "loglevel WARNING", {}, {"loglevel": "WARNING"}),
     # What the plan gives a group declared `workload: cpu` (one child per vCPU) on this 1-vCPU container.
     ("c1", "concurrency 1 (workload: cpu)", {}, {"set": {"--concurrency": "1"}}),
+    # Celery's own event sending (one publish per tick of the loop) instead of vpsstack_event_batching.py's batches.
+    ("events-unbatched", "task events unbatched", {"vpsstack_event_batch_s": 0}, {}),
     ("all", "all of the above", {"result_backend": None, "task_acks_late": False,
                                  "task_reject_on_worker_lost": False, "worker_prefetch_multiplier": 4,
                                  "task_time_limit": None, "task_soft_time_limit": None,
@@ -590,6 +592,7 @@ GEVENT_ABLATIONS = [
     ("no-result", "no result backend", {"result_backend": None}, {}),
     ("no-acks-late", "acks_late off", {"task_acks_late": False, "task_reject_on_worker_lost": False}, {}),
     ("no-time-limits", "no time limits", {"task_time_limit": None, "task_soft_time_limit": None}, {}),
+    ("events-unbatched", "task events unbatched", {"vpsstack_event_batch_s": 0}, {}),
     # What separates the collection from the hand-tuned stock gevent worker (-c 200, acks early, no limits).
     ("as-stock", "-c 200, acks early, no time limits", {"task_acks_late": False, "task_reject_on_worker_lost": False,
                                                         "task_time_limit": None, "task_soft_time_limit": None},

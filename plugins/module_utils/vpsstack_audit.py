@@ -283,8 +283,8 @@ def audit_celery(spec):
 
 # The worker role's poison-task guard logs this when it gives a task up (roles/worker/files/vpsstack_poison_guard.py).
 POISON_LINE = re.compile(r"Poison task (\S+?)\[")
-# A runtime patch of the worker role logs this, once per program start, when it finds a kombu or redis-py other than
-# the one it was tested with and does not install itself (vpsstack_timer_compaction.py, vpsstack_consumer_poll.py).
+# A runtime patch of the worker role logs this, once per program start, when it finds a library version other than
+# the one it was tested with and does not install itself (the vpsstack_*.py patches the worker role loads).
 PATCH_SKIPPED_LINE = re.compile(r"(vpsstack_\w+) patch skipped: found (.+?); tested with")
 
 

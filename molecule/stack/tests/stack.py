@@ -20,6 +20,33 @@ def send_tasks(broker, name, args, count):
     return json.loads(broker.check_output(SEND.format(name=name, args=list(args), count=count)))
 
 
+# Listens to every event channel of the broker (the project's key prefix included) while three where(KEY, 0) tasks
+# run: the channels heard, and how many of the tasks ran (where:KEY in database 2, tests/apps/django_project).
+LISTEN = SEND.split(" \\\n", 1)[0] + """ /opt/flower/venv/bin/python - <<'PY'
+import json, time
+import redis
+from celery import Celery
+admin = redis.Redis(host="127.0.0.1", username="default", password={password!r})
+listener = admin.pubsub()
+listener.psubscribe("*celeryev*")
+app = Celery()
+for _ in range(3):
+    app.send_task("yourproject.tasks.where", args=[{key!r}, 0])
+channels, end = set(), time.time() + {seconds}
+while time.time() < end:
+    message = listener.get_message(timeout=0.5)
+    if message and message["type"] == "pmessage":
+        channels.add(message["channel"].decode())
+tasks_db = redis.Redis(host="127.0.0.1", username="default", password={password!r}, db=2)
+print(json.dumps({{"channels": sorted(channels), "ran": tasks_db.hlen("where:" + {key!r})}}))
+PY"""
+
+
+def listen_while_tasks_run(broker, key, seconds):
+    """Send three where(KEY, 0) tasks and listen to the broker's event channels for SECONDS: {channels, ran}."""
+    return json.loads(broker.check_output(LISTEN.format(password=ADMIN_PASSWORD, key=key, seconds=seconds)))
+
+
 def redis_cli(broker, *args, db=0):
     """One redis-cli command on the broker as the admin user; returns its raw output lines."""
     quoted = " ".join("'%s'" % a for a in args)

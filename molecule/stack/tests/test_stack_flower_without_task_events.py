@@ -14,31 +14,11 @@ import testinfra
 sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule", "shared"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from live import wait_for  # noqa: E402
-from stack import ADMIN_PASSWORD, get  # noqa: E402
+from stack import get, listen_while_tasks_run  # noqa: E402
 
 BROKER = testinfra.get_host("podman://broker")
 FLOWER_ENV = ("cd /tmp && PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/etc/flower "
               "CELERY_CONFIG_MODULE=vpsstack_flower_settings")
-# Listens to every event channel of the broker (the project's key prefix included) while three tasks run: the
-# channels heard, and how many of the tasks ran (where:KEY in database 2, tests/apps/django_project).
-LISTEN = FLOWER_ENV + """ /opt/flower/venv/bin/python - <<'PY'
-import json, time
-import redis
-from celery import Celery
-admin = redis.Redis(host="127.0.0.1", username="default", password={password!r})
-listener = admin.pubsub()
-listener.psubscribe("*celeryev*")
-app = Celery()
-for _ in range(3):
-    app.send_task("yourproject.tasks.where", args=["no-events", 0])
-channels, end = set(), time.time() + {seconds}
-while time.time() < end:
-    message = listener.get_message(timeout=0.5)
-    if message and message["type"] == "pmessage":
-        channels.add(message["channel"].decode())
-tasks_db = redis.Redis(host="127.0.0.1", username="default", password={password!r}, db=2)
-print(json.dumps({{"channels": sorted(channels), "ran": tasks_db.hlen("where:no-events")}}))
-PY"""
 USER, PASSWORD = "ops", "stack flower pw"  # molecule.yml: the README's flower_users
 
 
@@ -60,7 +40,7 @@ def test_without_task_events_flower_lists_the_workers_and_no_task_event_is_sent(
     BROKER.check_output(FLOWER_ENV + " /opt/flower/venv/bin/celery control disable_events")
     # Flower turns events on every 5 s when it may: it has done so at least once before the tasks go out.
     time.sleep(6)
-    heard = json.loads(BROKER.check_output(LISTEN.format(password=ADMIN_PASSWORD, seconds=6)))
+    heard = listen_while_tasks_run(BROKER, "no-events", seconds=6)
     print(f"heard {heard}")
     assert heard["ran"] == 3, "the three tasks did not run while the test listened"
     assert any("worker.heartbeat" in c for c in heard["channels"]), "no heartbeat heard: the listener hears nothing"

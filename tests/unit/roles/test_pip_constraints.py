@@ -14,7 +14,7 @@ import yaml
 from role_files import REPO, load_worker_file
 
 WORKER = os.path.join(REPO, "roles", "worker")
-PATCHES = ["vpsstack_timer_compaction", "vpsstack_consumer_poll"]
+PATCHES = ["vpsstack_timer_compaction", "vpsstack_consumer_poll", "vpsstack_event_batching"]
 
 
 def pins(text):
