@@ -189,12 +189,12 @@ workers:
         pool children inherit; null when unreadable.
       type: int
 started:
-  description: When the main process of C(redis-server.service) started, in seconds since the epoch as in
-    C(workers); absent when the unit does not run. A server that started before a restart-only setting last
-    changed still runs the old one.
+  description: When the main process of C(redis-server.service) and of C(flower.service) started, in seconds since
+    the epoch as in C(workers); a unit that does not run is absent. A service that started before a file it reads
+    at start last changed still runs the old one.
   returned: always
   type: dict
-  sample: {"redis-server.service": 1796554400.37}
+  sample: {"redis-server.service": 1796554400.37, "flower.service": 1796554410.02}
 """
 
 import os
@@ -486,7 +486,7 @@ def main():
     module.exit_json(changed=False, cgroup=read_cgroup(), nofile=read_nofile(), hardware=read_hardware(),
                      units=read_units(module),
                      accounts=read_accounts(), sysctl=read_sysctl(), timezone=read_timezone(),
-                     workers=read_workers(), started=read_service_starts(("redis-server.service",)))
+                     workers=read_workers(), started=read_service_starts(("redis-server.service", "flower.service")))
 
 
 if __name__ == "__main__":

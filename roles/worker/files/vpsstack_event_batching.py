@@ -5,10 +5,11 @@ Loaded by vpsstack_celery_app.py for every program (docs/worker.md, "Task events
 Read in the sources (celery 5.7.0): a worker sends three task events per task (received, started, succeeded).
 Celery's dispatcher can buffer them and publish a list as one "task-multi" message, which every receiver,
 Flower's included, unpacks (events/dispatcher.py send/flush, events/receiver.py _receive). The Events bootstep
-turns that on only for the prefork pool, and flushes on the event loop's next tick (worker/consumer/events.py,
-consumer.py on_send_event_buffered), so about one event goes per message; gevent, eventlet and threads publish
-every event on its own ("XXX This excludes eventlet/gevent, which should actually buffer"). Measured with Flower
-on: about 2 ms of worker CPU per task went to sending events (docs/benchmarks.md).
+turns that on only for pools that run the worker's event loop (prefork, threads, solo; worker.py
+should_use_eventloop), and flushes on the loop's next tick (worker/consumer/events.py, consumer.py
+on_send_event_buffered), so about one event goes per message; gevent and eventlet publish every event on its own
+("XXX This excludes eventlet/gevent, which should actually buffer"). Measured with Flower on: about 2 ms of worker
+CPU per task went to sending events (docs/benchmarks.md).
 
 Here every pool buffers task events and flushes them FLUSH_S after the first one waits, or at once when the
 dispatcher's own limit (24 events) is reached. Flower sees a task at most FLUSH_S later. Events still waiting when
@@ -29,10 +30,15 @@ SETTING = "vpsstack_event_batch_s"
 
 
 class FlushLater:
-    """The dispatcher's on_send_buffered: one flush FLUSH_S after the first buffered event, on the worker's timer."""
+    """The dispatcher's on_send_buffered: one flush FLUSH_S after the first buffered event, on the worker's timer.
 
-    def __init__(self, timer, dispatcher, delay_s):
-        self.timer = timer
+    With an event loop (prefork, threads, solo) the timer is the loop's, which only the loop's thread may touch,
+    and a threads pool sends events from its own threads: the loop's thread-safe call_soon arms it. Without one
+    (gevent, eventlet) the timer is the pool's own and every greenlet may use it."""
+
+    def __init__(self, consumer, dispatcher, delay_s):
+        self.hub = consumer.hub
+        self.timer = consumer.timer
         self.dispatcher = dispatcher
         self.delay_s = delay_s
         self.pending = False
@@ -40,7 +46,13 @@ class FlushLater:
     def __call__(self):
         if not self.pending:
             self.pending = True
-            self.timer.call_after(self.delay_s, self.flush)
+            if self.hub is None:
+                self.arm()
+            else:
+                self.hub.call_soon(self.arm)
+
+    def arm(self):
+        self.timer.call_after(self.delay_s, self.flush)
 
     def flush(self):
         self.pending = False
@@ -69,7 +81,7 @@ def install():
         dispatcher, delay_s = consumer.event_dispatcher, batch_seconds(consumer.app.conf)
         if dispatcher is not None and consumer.timer is not None and delay_s > 0:
             dispatcher.buffer_group = frozenset({"task"})
-            dispatcher.on_send_buffered = FlushLater(consumer.timer, dispatcher, delay_s)
+            dispatcher.on_send_buffered = FlushLater(consumer, dispatcher, delay_s)
 
     def close(self, consumer):
         if consumer.event_dispatcher is not None:

@@ -30,6 +30,21 @@ class Timer:
             function()
 
 
+class Hub:
+    """The event loop as the patch uses it: call_soon(callback), run by the test as the loop's next tick."""
+
+    def __init__(self):
+        self.ready = []
+
+    def call_soon(self, callback):
+        self.ready.append(callback)
+
+    def tick(self):
+        ready, self.ready = self.ready, []
+        for callback in ready:
+            callback()
+
+
 @pytest.fixture(name="batching")
 def fixture_batching(monkeypatch):
     """The patch, with Celery's Events bootstep restored after the test."""
@@ -69,7 +84,7 @@ def one_task(dispatcher, task_id):
         dispatcher.send(event_type, uuid=task_id)
 
 
-@pytest.mark.parametrize("hub", [None, object()], ids=["no-loop", "prefork-loop"])
+@pytest.mark.parametrize("hub", [None, Hub()], ids=["no-loop", "event-loop"])
 def test_a_tasks_events_go_out_together_when_the_timer_fires(batching, published, hub):
     assert batching.install()
     _step, consumer = started_consumer(hub=hub)
@@ -77,10 +92,16 @@ def test_a_tasks_events_go_out_together_when_the_timer_fires(batching, published
     one_task(consumer.event_dispatcher, "b")
 
     assert published == []
+    if hub is not None:  # the loop's own timer is armed from the loop's thread, on its next tick
+        assert consumer.timer.entries == []
+        hub.tick()
+        assert hub.ready == []
     assert [seconds for seconds, _f in consumer.timer.entries] == [batching.FLUSH_S]  # one flush for all six
     consumer.timer.fire()
     assert published == [("task.multi", ["task-received", "task-started", "task-succeeded"] * 2)]
     one_task(consumer.event_dispatcher, "c")
+    if hub is not None:
+        hub.tick()
     assert len(consumer.timer.entries) == 1  # the next batch arms the timer again
 
 

@@ -1,7 +1,7 @@
-"""The worker role's worker_stale_programs and worker_nofile_drift (roles/worker/vars/main.yml) and the redis role's
-redis_stale_files (roles/redis/vars/main.yml), evaluated by ansible-playbook on localhost from each role's own vars
-file, case by case: what a run that failed before its handlers leaves behind, and what it must not mistake for
-that."""
+"""The worker role's worker_stale_programs and worker_nofile_drift (roles/worker/vars/main.yml), the redis role's
+redis_stale_files (roles/redis/vars/main.yml) and the flower role's flower_stale_files, evaluated by
+ansible-playbook on localhost from each role's own vars file, case by case: what a run that failed before its
+handlers leaves behind, and what it must not mistake for that."""
 from __future__ import annotations
 
 import json
@@ -85,6 +85,23 @@ REDIS_CASES = {
     "redis nothing rendered": ({"redis_settings_files": None, "redis_unit_files": None}, []),
 }
 
+FLOWER_SETTINGS, FLOWER_UNIT = "/etc/flower/vpsstack_flower_settings.py", "/etc/systemd/system/flower.service"
+FLOWER_BASE = {
+    "plan_host": {"started": {"flower.service": STARTED}},
+    "flower_service_files": {"changed_files": [], "mtimes": {FLOWER_SETTINGS: STARTED - 60, FLOWER_UNIT: STARTED - 60}},
+}
+FLOWER_CASES = {
+    "flower converged": ({}, []),
+    "flower settings newer": ({"flower_service_files": {"changed_files": [], "mtimes": {
+        FLOWER_SETTINGS: STARTED + 30, FLOWER_UNIT: STARTED - 60}}}, [FLOWER_SETTINGS]),
+    "flower unit written now": ({"flower_service_files": {"changed_files": [FLOWER_UNIT], "mtimes": {
+        FLOWER_SETTINGS: STARTED - 60, FLOWER_UNIT: STARTED + 30}}}, []),
+    "flower within the margin": ({"flower_service_files": {"changed_files": [], "mtimes": {
+        FLOWER_SETTINGS: STARTED + 1.5}}}, []),
+    "flower not running": ({"plan_host": {"started": {"redis-server.service": STARTED}}}, []),
+    "flower nothing rendered": ({"flower_service_files": None}, []),
+}
+
 
 def case_vars(base, overrides):
     return {key: value for key, value in dict(base, **overrides).items() if value is not None}
@@ -96,7 +113,10 @@ PLAY = [{"hosts": "localhost", "gather_facts": False, "vars_files": [role_path("
              "vars": case_vars(BASE, overrides)} for name, (overrides, _stale, _drift) in CASES.items()]},
         {"hosts": "localhost", "gather_facts": False, "vars_files": [role_path("redis", "vars", "main.yml")],
          "tasks": [{"name": name, "ansible.builtin.debug": {"msg": "{{ redis_stale_files | to_json }}"},
-                    "vars": case_vars(REDIS_BASE, overrides)} for name, (overrides, _stale) in REDIS_CASES.items()]}]
+                    "vars": case_vars(REDIS_BASE, overrides)} for name, (overrides, _stale) in REDIS_CASES.items()]},
+        {"hosts": "localhost", "gather_facts": False, "vars_files": [role_path("flower", "vars", "main.yml")],
+         "tasks": [{"name": name, "ansible.builtin.debug": {"msg": "{{ flower_stale_files | to_json }}"},
+                    "vars": case_vars(FLOWER_BASE, overrides)} for name, (overrides, _stale) in FLOWER_CASES.items()]}]
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +142,8 @@ def test_what_counts_as_a_restart_a_run_left_pending(results, case):
 @pytest.mark.parametrize("case", sorted(REDIS_CASES))
 def test_what_counts_as_a_redis_restart_a_run_left_pending(results, case):
     assert results[case] == REDIS_CASES[case][1]
+
+
+@pytest.mark.parametrize("case", sorted(FLOWER_CASES))
+def test_what_counts_as_a_flower_restart_a_run_left_pending(results, case):
+    assert results[case] == FLOWER_CASES[case][1]
