@@ -556,7 +556,8 @@ def warm_up(stack, args):
 
 # One change at a time on the converged collection container (defaults → stock-like), to find where the
 # per-task cost goes (issue 12 §2). Settings are applied on top of the rendered settings module, the way the
-# role applies its own (vpsstack_celery_app imports ENFORCED); flags edit the supervisor program's command.
+# role applies its own (vpsstack_celery_app imports ENFORCED); flags edit the supervisor program's command, or
+# ("unpatch") turn off a runtime patch's install() in the app module.
 ABLATIONS = [
     ("defaults", "defaults", {}, {}),
     ("no-result", "no result backend", {"result_backend": None}, {}),
@@ -572,6 +573,8 @@ ABLATIONS = [
     ("c1", "concurrency 1 (workload: cpu)", {}, {"set": {"--concurrency": "1"}}),
     # Celery's own event sending (one publish per tick of the loop) instead of vpsstack_event_batching.py's batches.
     ("events-unbatched", "task events unbatched", {"vpsstack_event_batch_s": 0}, {}),
+    # kombu's new Redis client per unacked record and ack instead of vpsstack_redis_clients.py's one per channel.
+    ("clients-per-command", "a Redis client per command", {}, {"unpatch": ["vpsstack_redis_clients"]}),
     ("all", "all of the above", {"result_backend": None, "task_acks_late": False,
                                  "task_reject_on_worker_lost": False, "worker_prefetch_multiplier": 4,
                                  "task_time_limit": None, "task_soft_time_limit": None,
@@ -593,6 +596,7 @@ GEVENT_ABLATIONS = [
     ("no-acks-late", "acks_late off", {"task_acks_late": False, "task_reject_on_worker_lost": False}, {}),
     ("no-time-limits", "no time limits", {"task_time_limit": None, "task_soft_time_limit": None}, {}),
     ("events-unbatched", "task events unbatched", {"vpsstack_event_batch_s": 0}, {}),
+    ("clients-per-command", "a Redis client per command", {}, {"unpatch": ["vpsstack_redis_clients"]}),
     # What separates the collection from the hand-tuned stock gevent worker (-c 200, acks early, no limits).
     ("as-stock", "-c 200, acks early, no time limits", {"task_acks_late": False, "task_reject_on_worker_lost": False,
                                                         "task_time_limit": None, "task_soft_time_limit": None},
@@ -600,6 +604,17 @@ GEVENT_ABLATIONS = [
 ]
 SETTINGS_FILE = "/etc/celery/vpsstack_celery_settings.py"
 PROGRAM_FILE = "/etc/supervisor/conf.d/celery-default.conf"
+APP_FILE = "/etc/celery/vpsstack_celery_app.py"
+
+
+def unpatched(app_text, patches):
+    """The app module with the named runtime patches not installed (their install() line turned off)."""
+    for patch in patches:
+        line = "%s.install()" % patch
+        if line not in app_text:
+            raise RuntimeError("%s does not install %s" % (APP_FILE, patch))
+        app_text = app_text.replace(line, "pass  # ablation: " + line)
+    return app_text
 
 
 def edit_command(line, flags):
@@ -636,6 +651,7 @@ def ablate(stack, args, sizes, repeat):
     restore the files after each."""
     settings = podman_exec(stack.name, ["cat", SETTINGS_FILE]).stdout
     program = podman_exec(stack.name, ["cat", PROGRAM_FILE]).stdout
+    app = podman_exec(stack.name, ["cat", APP_FILE]).stdout
     rows = []
     try:
         for round_no in range(repeat):
@@ -651,6 +667,7 @@ def ablate(stack, args, sizes, repeat):
                 new_program = "\n".join(edit_command(line, flags) if line.startswith("command=") else line
                                         for line in program.splitlines()) + "\n"
                 write_file(stack, PROGRAM_FILE, new_program)
+                write_file(stack, APP_FILE, unpatched(app, flags.get("unpatch", [])))
                 podman_exec(stack.name, ["supervisorctl", "reread"])
                 podman_exec(stack.name, ["supervisorctl", "update"])
                 podman_exec(stack.name, ["supervisorctl", "start", "celery-default"], check=False)
@@ -667,6 +684,7 @@ def ablate(stack, args, sizes, repeat):
         podman_exec(stack.name, ["supervisorctl", "stop", "celery-default"], check=False)
         write_file(stack, SETTINGS_FILE, settings)
         write_file(stack, PROGRAM_FILE, program)
+        write_file(stack, APP_FILE, app)
         podman_exec(stack.name, ["supervisorctl", "reread"], check=False)
         podman_exec(stack.name, ["supervisorctl", "update"], check=False)
         podman_exec(stack.name, ["supervisorctl", "start", "celery-default"], check=False)

@@ -123,6 +123,23 @@ def test_running_workers_use_the_host_settings_not_the_projects_celeryconfig(hos
         assert conf["broker_transport_options"]["priority_steps"] == [0, 3, 6, 9], conf
 
 
+PATCHED = """
+import json, vpsstack_celery_app
+from celery.worker.consumer.events import Events
+from kombu.transport.redis import Channel, MultiChannelPoller
+print(json.dumps({name: getattr(method, "vpsstack_wrapped", False) for name, method in [
+    ("consumer poll", MultiChannelPoller.get), ("event batching", Events.start),
+    ("redis clients", Channel.conn_or_acquire)]}))
+"""
+
+
+def test_the_programs_app_installs_the_runtime_patches_on_the_hosts_versions(host):
+    """What `celery -A vpsstack_celery_app` imports wraps kombu's and Celery's methods with the installed
+    libraries (a patch that finds other versions skips itself): docs/worker.md, "Patches and versions"."""
+    out = host.check_output(CLIENT.replace("-m demo_app.client", "-c '%s'" % PATCHED.replace("'", '"')))
+    assert json.loads(out) == {"consumer poll": True, "event batching": True, "redis clients": True}, out
+
+
 # The project's app as the settings check loads it on the host; PRODUCERS_USE_ENV_FILE is its last argument.
 CHECK = (
     "cd /opt/celery/app && runuser -u celery -- env PYTHONDONTWRITEBYTECODE=1 "

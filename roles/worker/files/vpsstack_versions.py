@@ -1,7 +1,7 @@
 """The version guard of the runtime patches (vpsstack_timer_compaction.py, vpsstack_consumer_poll.py,
-vpsstack_event_batching.py): a patch reads private parts of Celery, kombu or redis-py, so it installs only on the
-versions it was read against and measured with, and says so in one line otherwise (docs/worker.md, "Patches and
-versions"; the audit looks for the line).
+vpsstack_event_batching.py, vpsstack_redis_clients.py): a patch reads private parts of Celery, kombu or redis-py,
+so it installs only on the versions it was read against and measured with, and says so in one line otherwise
+(docs/worker.md, "Patches and versions"; the audit looks for the line).
 """
 import logging
 from importlib import metadata

@@ -14,7 +14,8 @@ import yaml
 from role_files import REPO, load_worker_file
 
 WORKER = os.path.join(REPO, "roles", "worker")
-PATCHES = ["vpsstack_timer_compaction", "vpsstack_consumer_poll", "vpsstack_event_batching"]
+PATCHES = ["vpsstack_timer_compaction", "vpsstack_consumer_poll", "vpsstack_event_batching",
+           "vpsstack_redis_clients"]
 
 
 def pins(text):
