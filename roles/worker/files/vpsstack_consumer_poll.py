@@ -21,7 +21,7 @@ installed and one warning line says so (docs/worker.md, "Patches and versions").
 """
 import functools
 
-from vpsstack_versions import skipped
+from vpsstack_versions import wrap_once
 
 # The versions this patch was read against and measured with; the worker role's pip constraints pin the same.
 TESTED_VERSIONS = {"kombu": "5.7.0", "redis": "8.1.0"}
@@ -38,26 +38,19 @@ def window_full(poller):
     return any(channel.active_queues and not channel.qos.can_consume() for channel in channels)
 
 
-def install():
-    """Wrap kombu's MultiChannelPoller.get once per process; False when skipped or kombu's Redis transport is missing.
-
-    Skipped, with one line in the program's log, on other library versions (vpsstack_versions.py)."""
-    if skipped(__name__, TESTED_VERSIONS):
-        return False
-    try:
-        from kombu.transport.redis import MultiChannelPoller  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return False
-    original = MultiChannelPoller.get
-    if getattr(original, "vpsstack_wrapped", False):
-        return True
-
+def poll_soon_while_full(original):
+    """kombu's MultiChannelPoller.get, its wait cut to PAUSED_POLL_S while the prefetch window is full."""
     @functools.wraps(original)
     def get(self, callback, timeout=None):
         if window_full(self):
             timeout = PAUSED_POLL_S if timeout is None else min(timeout, PAUSED_POLL_S)
         return original(self, callback, timeout)
+    return get
 
-    get.vpsstack_wrapped = True
-    MultiChannelPoller.get = get
-    return True
+
+def install():
+    """Wrap kombu's MultiChannelPoller.get once per process; False when skipped or kombu's Redis transport is missing.
+
+    Skipped, with one line in the program's log, on other library versions (vpsstack_versions.py)."""
+    return wrap_once(__name__, TESTED_VERSIONS, "kombu.transport.redis:MultiChannelPoller", "get",
+                     poll_soon_while_full)

@@ -11,12 +11,13 @@ channel's pool and gives it back, and redis-py documents a client as safe to sha
 client per channel and pool serves them all. When kombu replaces the pool (after a fork, or a lost connection:
 Channel._disconnect_pools), the next command builds a client on the new pool.
 
-The wrapper reads kombu's private pool attribute, and the saving is redis-py's: with a kombu or redis-py other
-than TESTED_VERSIONS it is not installed and one warning line says so (docs/worker.md, "Patches and versions").
+The wrapper calls kombu's private Channel._create_client and relies on redis-py's clients holding no connection:
+with a kombu or redis-py other than TESTED_VERSIONS it is not installed and one warning line says so
+(docs/worker.md, "Patches and versions").
 """
 import contextlib
 
-from vpsstack_versions import skipped
+from vpsstack_versions import wrap_once
 
 # The versions this patch was read against and measured with; the worker role's pip constraints pin the same.
 TESTED_VERSIONS = {"kombu": "5.7.0", "redis": "8.1.0"}
@@ -36,25 +37,19 @@ def shared_client(channel):
     return cached[1]
 
 
-def install():
-    """Replace kombu's Channel.conn_or_acquire once per process; False when skipped or kombu's Redis transport is
-    missing.
-
-    Skipped, with one line in the program's log, on other library versions (vpsstack_versions.py)."""
-    if skipped(__name__, TESTED_VERSIONS):
-        return False
-    try:
-        from kombu.transport.redis import Channel  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return False
-    if getattr(Channel.conn_or_acquire, "vpsstack_wrapped", False):
-        return True
-
+def one_client_per_channel(original):
+    """kombu's Channel.conn_or_acquire, with the channel's shared client where kombu would build a new one."""
     @contextlib.contextmanager
     def conn_or_acquire(self, client=None):
         yield client or shared_client(self)
+    conn_or_acquire.__doc__ = original.__doc__
+    return conn_or_acquire
 
-    conn_or_acquire.vpsstack_wrapped = True
-    conn_or_acquire.__doc__ = Channel.conn_or_acquire.__doc__
-    Channel.conn_or_acquire = conn_or_acquire
-    return True
+
+def install():
+    """Wrap kombu's Channel.conn_or_acquire once per process; False when skipped or kombu's Redis transport is
+    missing.
+
+    Skipped, with one line in the program's log, on other library versions (vpsstack_versions.py)."""
+    return wrap_once(__name__, TESTED_VERSIONS, "kombu.transport.redis:Channel", "conn_or_acquire",
+                     one_client_per_channel)

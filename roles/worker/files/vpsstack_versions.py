@@ -3,6 +3,7 @@ vpsstack_event_batching.py, vpsstack_redis_clients.py): a patch reads private pa
 so it installs only on the versions it was read against and measured with, and says so in one line otherwise
 (docs/worker.md, "Patches and versions"; the audit looks for the line).
 """
+import importlib
 import logging
 from importlib import metadata
 
@@ -31,3 +32,24 @@ def skipped(patch, tested):
             "%s patch skipped: found %s; tested with %s", patch, ", ".join(untested),
             ", ".join("%s %s" % item for item in sorted(tested.items())))
     return bool(untested)
+
+
+def wrap_once(patch, tested, owner_path, name, wrap):
+    """Replace the method NAME of the class at OWNER_PATH ("module:Class") by wrap(original), once per process.
+
+    False after skipped()'s line on other library versions, and when the module is missing; True once the method
+    is wrapped (by this call or an earlier one)."""
+    if skipped(patch, tested):
+        return False
+    module_name, class_name = owner_path.split(":")
+    try:
+        owner = getattr(importlib.import_module(module_name), class_name)
+    except ImportError:
+        return False
+    original = getattr(owner, name)
+    if getattr(original, "vpsstack_wrapped", False):
+        return True
+    wrapper = wrap(original)
+    wrapper.vpsstack_wrapped = True
+    setattr(owner, name, wrapper)
+    return True
