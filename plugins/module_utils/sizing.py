@@ -56,16 +56,19 @@ WORKLOADS = ("io", "cpu", "mixed")
 # the pools made for waiting are io.
 DEFAULT_WORKLOAD = {"prefork": "mixed"}
 # An IO-bound prefork child of an app measured on this host (docs/sizing.md, "Measured children"): its largest RSS
-# seen (the settings check loads what a worker loads before it forks; running children report their peak) times
-# this headroom for what tasks allocate, rounded up to MEASURED_ROUND_MB (--max-memory-per-child recycles a child
-# that grows past its share). A later measurement replaces the recorded size only when it is more than MEASURED_BAND
-# larger or smaller: a child that grew a little or was recycled is no reason to restart the group.
+# seen (the settings check loads what a worker loads before it forks; running children report their peak), less
+# what a fork still shares with its parent after a full garbage collection (the check measures it: those pages are
+# in memory once, in the parent), times this headroom for what tasks allocate, rounded up to MEASURED_ROUND_MB.
+# --max-memory-per-child (billiard compares the child's peak RSS, shared pages included) recycles a child that
+# grows past its size plus the shared part. A later measurement replaces the recorded size only when it is more
+# than MEASURED_BAND larger or smaller: a child that grew a little or was recycled is no reason to restart the group.
 MEASURED_HEADROOM = 1.25
 MEASURED_ROUND_MB = 8
 MEASURED_BAND = 0.25
-# Concurrency cap per CPU slot. CPU-bound work gains nothing beyond one process per core; an IO-bound child mostly
-# waits (a 50 ms call took 3-7 ms of CPU per task in make bench), so memory, sized from measurement, binds first.
-PREFORK_PER_SLOT = {"cpu": 1, "mixed": 2, "io": 8}
+# Concurrency cap per CPU slot. CPU-bound work gains nothing beyond one process per core. An IO-bound child mostly
+# waits: a 50 ms call cost 3.6 ms of CPU per task in make bench (workers, Redis and Flower together), so 12 children
+# keep about 80 % of a core busy and memory, sized from measurement, binds first.
+PREFORK_PER_SLOT = {"cpu": 1, "mixed": 2, "io": 12}
 THREADS_PER_SLOT = {"cpu": 1, "mixed": 2, "io": 4}
 GREENLET_DIVISOR = {"io": 1, "mixed": 2, "cpu": 10}
 # Redis's own units (redis.conf): k/m/g are powers of 1000, kb/mb/gb powers of 1024.
@@ -284,6 +287,8 @@ class _Group(object):
             child = child_mb or found or costs["prefork_child_mb"]
             self.child_mb = child
             self.child_source = "child_mb" if child_mb else "measured" if found else "costs"
+            # billiard recycles a child by its peak RSS, which counts the pages it shares with the parent too.
+            self.limit_floor_mb = child + (measured_shared_mb(measured) if found else 0)
             # An explicit per-child limit lets each child grow that far: reserve it.
             limit_mb = int(math.ceil(self.max_kib / 1024.0)) if self.max_kib else 0
             self.unit_kib = max(child, limit_mb) * 1024
@@ -333,8 +338,9 @@ class _Group(object):
 def measured_child_mb(name, measured):
     """MB to plan for one IO-bound prefork child of group `name` from what this host measured, or None.
 
-    `measured`: {"app_kib": RSS of the settings check after loading the app as a worker does, "workers": host_facts'
-    running groups ({name: {"child_peak_kib": ...}}), "child_mb": {name: the size the last run planned}}.
+    `measured`: {"app_kib": RSS of the settings check after loading the app as a worker does, "shared_kib": what a
+    fork of it still shares after a full collection, "workers": host_facts' running groups ({name: {"child_peak_kib":
+    ...}}), "child_mb": {name: the size the last run planned}}.
     """
     if not measured:
         return None
@@ -352,13 +358,22 @@ def measured_child_mb(name, measured):
         if value not in (None, "")]
     if not seen or max(seen) == 0:
         return None
+    own_kib = max(seen) - min(measured_shared_mb(measured) * 1024, max(seen) // 2)
     step = MEASURED_ROUND_MB
-    size = int(math.ceil(max(seen) * MEASURED_HEADROOM / 1024.0 / step)) * step
+    size = int(math.ceil(own_kib * MEASURED_HEADROOM / 1024.0 / step)) * step
     previous = recorded.get(name)
     if previous in (None, ""):
         return size
     previous = _number(previous, "recorded child_mb of %r" % name, minimum=1, integer=True)
     return previous if abs(size - previous) <= previous * MEASURED_BAND else size
+
+
+def measured_shared_mb(measured):
+    """MB of a measured prefork child that stay shared with its parent (0 when not measured)."""
+    shared = (measured or {}).get("shared_kib")
+    if shared in (None, ""):
+        return 0
+    return int(_number(shared, "measured shared_kib", minimum=0, integer=True) // 1024)
 
 
 def _costs(costs):
@@ -489,7 +504,7 @@ def _plan(ram, slots, o, groups):
                                     % (g.name, max_kib, g.child_mb))
             else:
                 # The child's share of the group budget, capped so a bloated child is recycled anyway.
-                per_child = max(g.child_mb, min(budget // concurrency, g.child_mb * CHILD_LIMIT_FACTOR))
+                per_child = max(g.limit_floor_mb, min(budget // concurrency, g.child_mb * CHILD_LIMIT_FACTOR))
                 if budget >= per_child * concurrency:
                     memory = g.base_mb + per_child * concurrency
                 max_kib = per_child * 1024

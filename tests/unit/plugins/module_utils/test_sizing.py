@@ -118,7 +118,7 @@ TABLE = [
     (4096, 2, "prefork", "cpu", False, (300, 0, 2, 200 * 1024)),
     (8192, 4, "prefork", "mixed", True, (300, 690, 8, 200 * 1024)),
     (16384, 8, "prefork", "cpu", True, (300, 1407, 8, 200 * 1024)),
-    # io: up to 8 children per CPU slot, memory binds (no measurement: children at the costs' 100 MB).
+    # io: up to 12 children per CPU slot, memory binds (no measurement: children at the costs' 100 MB).
     (1024, 1, "prefork", "io", True, (204, 72, 5, 105 * 1024)),
     (2048, 2, "prefork", "io", True, (300, 153, 12, 101 * 1024)),
     (1024, 1, "gevent", "io", True, (204, 72, 100, None)),
@@ -401,6 +401,10 @@ def test_never_fits():
     ({"worker_groups": [group(workload="io")], "measured": "41000"}, "measured must be a dict"),
     ({"worker_groups": [group(workload="io")], "measured": {"app_kib": "lots"}}, "measured app_kib must be a number"),
     ({"worker_groups": [group(workload="io")], "measured": {"app_kib": -1}}, "app_kib must be at least 0"),
+    ({"worker_groups": [group(workload="io")], "measured": {"app_kib": 40000, "shared_kib": "half"}},
+     "measured shared_kib must be a number"),
+    ({"worker_groups": [group(workload="io")], "measured": {"app_kib": 40000, "shared_kib": -5}},
+     "shared_kib must be at least 0"),
     ({"worker_groups": [group(workload="io")], "measured": {"workers": [1]}}, "keyed by group"),
     ({"worker_groups": [group(workload="io")], "measured": {"workers": {"default": 5}}}, r"workers\['default'\]"),
     ({"worker_groups": [group(workload="io")], "measured": {"app_kib": 40000, "child_mb": {"default": 0}}},
@@ -584,6 +588,7 @@ def test_sizing_table_in_sync(doc):
 
 # ------------------------------------------------------------------ measured IO-bound prefork children
 APP_KIB = 41000  # the settings check of the bench app: 40 MiB (a fresh child of it: 43 MiB)
+SHARED_KIB = 18796  # what a fork of it still shared after gc.collect()
 
 
 @pytest.mark.parametrize("measured,expected", [
@@ -600,6 +605,13 @@ APP_KIB = 41000  # the settings check of the bench app: 40 MiB (a fresh child of
     ({"app_kib": APP_KIB, "child_mb": {"default": 48}}, 48),
     ({"app_kib": APP_KIB, "child_mb": {"default": 80}}, 56),  # more than 25 % smaller now: shrinks
     ({"app_kib": APP_KIB, "child_mb": {"default": 40}}, 56),  # more than 25 % larger now: grows
+    # What stays shared with the parent is in memory once: (41000 - 18 MiB) x 1.25 = 27.5 MiB, rounded up to 32.
+    ({"app_kib": APP_KIB, "shared_kib": SHARED_KIB}, 32),
+    ({"app_kib": APP_KIB, "shared_kib": str(SHARED_KIB)}, 32),
+    ({"app_kib": APP_KIB, "shared_kib": None}, 56),
+    ({"app_kib": APP_KIB, "shared_kib": SHARED_KIB, "workers": {"default": {"child_peak_kib": 44832}}}, 40),
+    # A child always counts at least half its RSS: (80000 - 40000) x 1.25 = 48.8 MiB, not 2.1.
+    ({"app_kib": 80000, "shared_kib": 79000}, 56),
 ])
 def test_measured_child_mb(measured, expected):
     assert measured_child_mb("default", measured) == expected
@@ -626,9 +638,25 @@ def test_measured_children_raise_io_concurrency_and_keep_the_recycle_limit_above
                         measured={"app_kib": APP_KIB})["worker_groups"][0]
     assert (before["concurrency"], after["concurrency"]) == (4, 7)
     assert 56 * 1024 <= after["max_memory_per_child_kib"] <= 2 * 56 * 1024
-    # Never more children than 8 per CPU slot, however small they are.
+    # Never more children than 12 per CPU slot, however small they are.
     tiny = memory_plan(res(16384, 2), [group(workload="io")], measured={"app_kib": 10000})["worker_groups"][0]
-    assert tiny["concurrency"] == 16
+    assert tiny["concurrency"] == 24
+
+
+def test_shared_pages_count_once_and_the_recycle_limit_covers_them():
+    """The bench app's children share 18 MiB with their parent: 32 MB each in the plan, so the one-VPS stack runs
+    12 (the IO cap of one vCPU) instead of 7. billiard compares a child's peak RSS, shared pages included, with
+    --max-memory-per-child: the limit is the child's size plus what it shares, never the 32 MB alone."""
+    measured = {"app_kib": APP_KIB, "shared_kib": SHARED_KIB}
+    plan = memory_plan(res(1024, 1), [group(workload="io")], redis_local=True, flower=True, measured=measured)
+    io = plan["worker_groups"][0]
+    assert (io["concurrency"], io["child_mb"], io["child_source"]) == (12, 32, "measured")
+    assert io["max_memory_per_child_kib"] == (32 + 18) * 1024
+    assert io["memory_mb"] == 60 + 12 * 32
+    assert plan["total_mb"] <= 1024
+    # A group sized by its own child_mb or the costs keeps its size as the limit's floor.
+    given = memory_plan(res(1024, 1), [group(workload="io", child_mb=90)], measured=measured)["worker_groups"][0]
+    assert given["max_memory_per_child_kib"] >= 90 * 1024 and given["child_source"] == "child_mb"
 
 
 def test_default_workload_is_mixed_for_prefork_and_io_for_greenlets():
