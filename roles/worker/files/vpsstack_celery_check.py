@@ -21,6 +21,8 @@ import importlib
 import json
 import os
 import resource
+import select
+import signal
 import subprocess
 import sys
 
@@ -29,6 +31,7 @@ from vpsstack_settings_merge import endpoint_differences, mask, mismatched
 SERIALIZER_SETTINGS = ("task_serializer", "result_serializer", "accept_content", "result_accept_content")
 # kombu 5.7 transport/redis.py: Channel.from_transport_options that change key or channel names.
 KEY_OPTIONS = ("global_keyprefix", "sep", "fanout_prefix", "fanout_patterns", "priority_steps")
+FORK_TIMEOUT_S = 60
 
 
 def smaps_rollup_kib():
@@ -60,7 +63,10 @@ def shared_after_collection_kib():
             os._exit(0)
     os.close(write)
     with os.fdopen(read) as pipe:
-        shared = pipe.read()
+        # A fork of a process whose other threads held a lock can hang: the check goes on without the number.
+        shared = pipe.read() if select.select([pipe], [], [], FORK_TIMEOUT_S)[0] else ""
+    if not shared:
+        os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     return int(shared) if shared.isdigit() else None
 

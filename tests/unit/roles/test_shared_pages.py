@@ -54,3 +54,10 @@ def test_no_smaps_rollup_means_not_measured(monkeypatch):
 
     monkeypatch.setattr(check, "smaps_rollup_kib", missing)
     assert check.shared_after_collection_kib() is None
+
+
+def test_a_fork_that_hangs_is_not_waited_for(monkeypatch):
+    """A fork of a process whose other threads held a lock can hang in its collection: the check gives up."""
+    monkeypatch.setattr(check, "FORK_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(check.gc, "collect", lambda: __import__("time").sleep(30))
+    assert check.shared_after_collection_kib() is None
