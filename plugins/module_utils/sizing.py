@@ -60,7 +60,7 @@ DEFAULT_WORKLOAD = {"prefork": "mixed"}
 # what a fork still shares with its parent after a full garbage collection (the check measures it: those pages are
 # in memory once, in the parent), times this headroom for what tasks allocate, rounded up to MEASURED_ROUND_MB.
 # --max-memory-per-child (billiard compares the child's peak RSS, shared pages included) recycles a child that
-# grows past its size plus the shared part. A later measurement replaces the recorded size only when it is more
+# grows past its size plus the shared part with the same headroom. A later measurement replaces the recorded size only when it is more
 # than MEASURED_BAND larger or smaller: a child that grew a little or was recycled is no reason to restart the group.
 MEASURED_HEADROOM = 1.25
 MEASURED_ROUND_MB = 8
@@ -287,8 +287,10 @@ class _Group(object):
             child = child_mb or found or costs["prefork_child_mb"]
             self.child_mb = child
             self.child_source = "child_mb" if child_mb else "measured" if found else "costs"
-            # billiard recycles a child by its peak RSS, which counts the pages it shares with the parent too.
-            self.limit_floor_mb = child + (measured_shared_mb(measured) if found else 0)
+            # billiard recycles a child by its peak RSS, which counts the pages it shares with the parent too: the
+            # same headroom on them recycles a measured child at about 1.25 x its RSS, as before they were counted.
+            shared_mb = measured_shared_mb(measured) if found else 0
+            self.limit_floor_mb = child + int(math.ceil(shared_mb * MEASURED_HEADROOM))
             # An explicit per-child limit lets each child grow that far: reserve it.
             limit_mb = int(math.ceil(self.max_kib / 1024.0)) if self.max_kib else 0
             self.unit_kib = max(child, limit_mb) * 1024
