@@ -60,8 +60,9 @@ DEFAULT_WORKLOAD = {"prefork": "mixed"}
 # what a fork still shares with its parent after a full garbage collection (the check measures it: those pages are
 # in memory once, in the parent), times this headroom for what tasks allocate, rounded up to MEASURED_ROUND_MB.
 # --max-memory-per-child (billiard compares the child's peak RSS, shared pages included) recycles a child that
-# grows past its size plus the shared part with the same headroom. A later measurement replaces the recorded size only when it is more
-# than MEASURED_BAND larger or smaller: a child that grew a little or was recycled is no reason to restart the group.
+# grows past its size plus the shared part with the same headroom. A later measurement replaces the recorded size
+# only when it is more than MEASURED_BAND larger or smaller: a child that grew a little or was recycled is no reason
+# to restart the group.
 MEASURED_HEADROOM = 1.25
 MEASURED_ROUND_MB = 8
 MEASURED_BAND = 0.25

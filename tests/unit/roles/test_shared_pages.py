@@ -25,27 +25,30 @@ def measure(setup):
     return json.loads(out.stdout)
 
 
-BASE = measure("")
+@pytest.fixture(name="base", scope="module")
+def fixture_base():
+    return measure("")
 
 
-def test_a_fork_shares_part_of_the_interpreter():
-    shared, rss = BASE
+def test_a_fork_shares_part_of_the_interpreter(base):
+    shared, rss = base
     assert 0 < shared < rss
 
 
-def test_data_no_collection_touches_stays_shared():
+def test_data_no_collection_touches_stays_shared(base):
     shared, rss = measure("blob = b'x' * (64 << 20)")
-    assert rss - BASE[1] >= 60 * MIB_KIB
-    assert shared - BASE[0] >= 60 * MIB_KIB, (shared, BASE)
+    assert rss - base[1] >= 60 * MIB_KIB
+    assert shared - base[0] >= 60 * MIB_KIB, (shared, base)
 
 
-def test_objects_the_collector_walks_are_copied_into_the_child():
-    """300 000 small lists (containers, like the functions, classes and dicts of an app's modules): a child's collection writes to each one, so
-    most of their pages become the child's own, which a fork's shared size alone would hide."""
+def test_objects_the_collector_walks_are_copied_into_the_child(base):
+    """300 000 small lists (containers, like the functions, classes and dicts of an app's modules): a child's
+    collection writes to each one, so most of their pages become the child's own, which a fork's shared size alone
+    would hide."""
     shared, rss = measure("objects = [[n] for n in range(300000)]")
-    grown = rss - BASE[1]
+    grown = rss - base[1]
     assert grown >= 20 * MIB_KIB
-    assert shared - BASE[0] < grown / 2, (shared, rss, BASE)
+    assert shared - base[0] < grown / 2, (shared, rss, base)
 
 
 def test_no_smaps_rollup_means_not_measured(monkeypatch):
